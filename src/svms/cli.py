@@ -7,7 +7,9 @@ and exit 1.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, make_dataclass
+from pathlib import Path
+from typing import Annotated, Union
 
 import tyro
 
@@ -52,7 +54,40 @@ class SheafDemo:
         return 0
 
 
+@dataclass
+class CompatCheck:
+    """Compare our implementation with a reference fixture folder (model or processor).
+
+    Prints one line per case and tensor (max |d| or mismatch count, pass/fail); exits 1 if any fails.
+    """
+
+    folder: Annotated[Path, tyro.conf.Positional]
+    """a fixture folder: action_head_tiny, action_head_tiny_dit, backbone_tiny or processor layouts"""
+
+    def run(self) -> int:
+        from svms.compat.check import check_fixture
+
+        kind, rows = check_fixture(self.folder)
+        for row in rows:
+            print(row.format())
+        failed = sum(not r.passed for r in rows)
+        print(f"{kind} fixture {self.folder}: {len(rows) - failed}/{len(rows)} passed")
+        if not rows:
+            raise SvmsError(f"{self.folder}: the fixture holds no case to compare.")
+        return 1 if failed else 0
+
+
+def command_group(name: str, doc: str, members: dict[str, type]) -> type:
+    """A tyro subcommand holding nested subcommands (`svms compat check ...`)."""
+    choice = Union[tuple(Annotated[cls, tyro.conf.subcommand(n)] for n, cls in members.items())]  # noqa: UP007
+    group = make_dataclass(name, [("command", tyro.conf.OmitSubcommandPrefixes[choice])],
+                           namespace={"run": lambda self: self.command.run(), "__doc__": doc})
+    return group
+
+
 COMMANDS: dict[str, type] = {
+    "compat": command_group("Compat", "Parity with NVIDIA's reference implementation (fixtures, manifest).",
+                            {"check": CompatCheck}),
     "sheaf-demo": SheafDemo,
 }
 

@@ -1,0 +1,211 @@
+"""One sample → model inputs (spec §6.6): language, images, prompt text, padded state/action, mask, id.
+
+Ties the per-concept modules together per embodiment tag. Tokenisation is left to `collate`,
+because the reference tokenises a whole batch at once (padding to the longest prompt).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+import torch
+
+from svms.data.images import eagle_normalize, num_image_tokens, order_frames, process_frames
+from svms.data.language import normalize_language
+from svms.data.modality import EmbodimentConfig, embodiment_ids, normalize_tag
+from svms.data.normalize import NormalizationSettings, StateActionNormalizer
+from svms.data.prompt import expand_image_placeholders, render_chat
+from svms.errors import SvmsError
+
+
+@dataclass(frozen=True)
+class ProcessorSettings:
+    """Processor options of a checkpoint's `processor_config.json` (defaults: the released values)."""
+
+    max_state_dim: int = 128
+    max_action_dim: int = 128
+    max_action_horizon: int = 50
+    shortest_image_edge: int = 256
+    crop_fraction: float = 0.95
+    formalize_language: bool = True
+    apply_sincos_state_encoding: bool = True
+    use_relative_action: bool = True
+    use_percentiles: bool = False
+    clip_outliers: bool = True
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> ProcessorSettings:
+        """Pick the known fields of a processor config dict; other fields do not affect processing."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    @property
+    def normalization(self) -> NormalizationSettings:
+        return NormalizationSettings(
+            self.apply_sincos_state_encoding,
+            self.use_relative_action,
+            self.use_percentiles,
+            self.clip_outliers,
+        )
+
+
+@dataclass
+class ProcessedSample:
+    """Everything one sample contributes to a batch (before tokenisation).
+
+    `images` are the Eagle-resized uint8 frames (time-major, then camera order); `pixel_values`
+    their (1, 3, h̄, w̄) float32 tensors; `state` (T, max_state_dim) float32; `action`
+    (max_action_horizon, max_action_dim) float32 and `action_mask` (same shape; float64 when an
+    action key is relative, as in the reference) only when actions were given.
+    """
+
+    language: str
+    chat_text: str
+    text: str
+    images: list[np.ndarray]
+    pixel_values: list[torch.Tensor]
+    image_sizes: list[tuple[int, int]]
+    embodiment_id: int
+    state: np.ndarray | None = None
+    action: np.ndarray | None = None
+    action_mask: np.ndarray | None = None
+
+
+def pad_state(state: np.ndarray, max_state_dim: int) -> np.ndarray:
+    """(T, D_s) → (T, max_state_dim) float32, zeros on the right."""
+    if state.shape[-1] > max_state_dim:
+        raise SvmsError(
+            f"encoded state has {state.shape[-1]} dims, more than max_state_dim={max_state_dim}; "
+            "drop keys or raise max_state_dim (the released model has 128)."
+        )
+    out = np.zeros((*state.shape[:-1], max_state_dim), np.float32)
+    out[..., : state.shape[-1]] = state
+    return out
+
+
+def pad_action(action: np.ndarray, max_action_dim: int, max_action_horizon: int) -> np.ndarray:
+    """(H_e, D_a) → (max_action_horizon, max_action_dim) float32, zero channels and zero rows appended."""
+    h, d = action.shape
+    if d > max_action_dim or h > max_action_horizon:
+        raise SvmsError(
+            f"action chunk is {h}x{d}, larger than max_action_horizon x max_action_dim = "
+            f"{max_action_horizon}x{max_action_dim}; shorten the horizon or drop keys."
+        )
+    out = np.zeros((max_action_horizon, max_action_dim), np.float32)
+    out[:h, :d] = action
+    return out
+
+
+def action_mask(
+    horizon: int, dim: int, max_action_dim: int, max_action_horizon: int, dtype: np.dtype = np.float32
+) -> np.ndarray:
+    """Ones on [0:H_e, 0:D_a], zeros elsewhere, shape (max_action_horizon, max_action_dim)."""
+    mask = np.zeros((max_action_horizon, max_action_dim), dtype)
+    mask[:horizon, :dim] = 1
+    return mask
+
+
+class Gr00tProcessor:
+    """GR00T N1.6 input processing for a set of embodiments (eval transform; deterministic).
+
+    `configs` maps tag → modality config; `statistics` maps tag → its `statistics.json` entry
+    (needed only for tags whose state/actions are processed); `ids` a checkpoint's
+    `embodiment_id.json` (built-in tags are added).
+    """
+
+    def __init__(
+        self,
+        configs: Mapping[str, EmbodimentConfig],
+        statistics: Mapping[str, Mapping] | None = None,
+        settings: ProcessorSettings | None = None,
+        ids: Mapping[str, int] | None = None,
+    ):
+        self.configs = {normalize_tag(t): c.validate() for t, c in configs.items()}
+        self.statistics = {normalize_tag(t): s for t, s in (statistics or {}).items()}
+        self.settings = settings or ProcessorSettings()
+        self.ids = embodiment_ids(ids)
+        self._normalizers: dict[str, StateActionNormalizer] = {}
+
+    def config(self, tag: str) -> EmbodimentConfig:
+        tag = normalize_tag(tag)
+        if tag not in self.configs:
+            raise SvmsError(
+                f"no modality config for embodiment tag {tag!r}; known tags: "
+                f"{sorted(self.configs)}. Register a config for it."
+            )
+        return self.configs[tag]
+
+    def normalizer(self, tag: str) -> StateActionNormalizer:
+        """The (cached) state/action normaliser of `tag`."""
+        tag = normalize_tag(tag)
+        if tag not in self._normalizers:
+            if tag not in self.statistics:
+                raise SvmsError(
+                    f"no statistics for embodiment tag {tag!r} (have {sorted(self.statistics)}); "
+                    "compute them with `svms data stats` or load a checkpoint that has them."
+                )
+            self._normalizers[tag] = StateActionNormalizer(
+                self.config(tag), self.statistics[tag], self.settings.normalization
+            )
+        return self._normalizers[tag]
+
+    def embodiment_id(self, tag: str) -> int:
+        tag = normalize_tag(tag)
+        if tag not in self.ids:
+            raise SvmsError(
+                f"embodiment tag {tag!r} has no projector index; known: {sorted(self.ids)}. "
+                "Use `new_embodiment` for a custom robot."
+            )
+        return self.ids[tag]
+
+    def __call__(
+        self,
+        tag: str,
+        video: Mapping[str, Sequence[np.ndarray]],
+        instruction: str,
+        state: Mapping[str, np.ndarray] | None = None,
+        action: Mapping[str, np.ndarray] | None = None,
+    ) -> ProcessedSample:
+        """Process one sample: `video` {camera: [uint8 RGB frame per video step]}, raw `state`
+        {key: (T, D)} and `action` {key: (H_e, D)} in physical units."""
+        cfg, s = self.config(tag), self.settings
+        frames = order_frames(video, cfg.video.modality_keys)
+        images = process_frames(frames, s.shortest_image_edge, s.crop_fraction)
+        sizes = [(im.shape[0], im.shape[1]) for im in images]
+        language = normalize_language(instruction) if s.formalize_language else instruction
+        chat = render_chat(language, len(images))
+        sample = ProcessedSample(
+            language,
+            chat,
+            expand_image_placeholders(chat, [num_image_tokens(hw) for hw in sizes]),
+            images,
+            [eagle_normalize(im) for im in images],
+            sizes,
+            self.embodiment_id(tag),
+        )
+        if state is not None:
+            norm = self.normalizer(tag)
+            sample.state = pad_state(norm.normalize_state(state), s.max_state_dim)
+            if action is not None:
+                act, mask_dtype = norm.normalize_action(action, state)
+                sample.action = pad_action(act, s.max_action_dim, s.max_action_horizon)
+                sample.action_mask = action_mask(
+                    act.shape[0], act.shape[1], s.max_action_dim, s.max_action_horizon, mask_dtype
+                )
+        elif action is not None:
+            raise SvmsError(
+                "actions were given without a state; relative actions and the model both need "
+                "the observation's state."
+            )
+        return sample
+
+    def decode_action(
+        self, tag: str, action_pred: np.ndarray | torch.Tensor, state: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Model `action_pred` (B, H, D) → {key: float32 (B, H_e, D_key)} in physical units."""
+        if isinstance(action_pred, torch.Tensor):
+            action_pred = action_pred.detach().float().cpu().numpy()
+        return self.normalizer(tag).decode_action(action_pred, state)

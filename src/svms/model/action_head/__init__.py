@@ -1,0 +1,20 @@
+"""GR00T N1.6 action head: per-embodiment projectors, (Alternate-VL) DiT, flow matching."""
+
+from svms.model.action_head.dit import AlternateVLDiT, DiT
+from svms.model.action_head.embodiment import (
+    CategorySpecificLinear,
+    CategorySpecificMLP,
+    MultiEmbodimentActionEncoder,
+)
+from svms.model.action_head.head import ActionHeadOutput, Gr00tActionHead, inference_buckets
+
+__all__ = [
+    "ActionHeadOutput",
+    "AlternateVLDiT",
+    "CategorySpecificLinear",
+    "CategorySpecificMLP",
+    "DiT",
+    "Gr00tActionHead",
+    "MultiEmbodimentActionEncoder",
+    "inference_buckets",
+]

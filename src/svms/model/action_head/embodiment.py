@@ -1,0 +1,71 @@
+"""Per-embodiment layers: every robot (embodiment id) owns its own projector weights.
+
+The weights are stored as `W` (categories, in, out) and `b` (categories, out), the transpose of
+`nn.Linear`, because the reference applies them with a batched matmul `x @ W[id]` (spec §2.4, §3.3).
+Samples of one batch may belong to different embodiments.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class CategorySpecificLinear(nn.Module):
+    """`x @ W[id] + b[id]` with each sample's own (in, out) matrix."""
+
+    def __init__(self, num_categories: int, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.W = nn.Parameter(0.02 * torch.randn(num_categories, in_dim, out_dim))
+        self.b = nn.Parameter(torch.zeros(num_categories, out_dim))
+
+    def forward(self, x: torch.Tensor, category_ids: torch.Tensor) -> torch.Tensor:
+        # x (B, T, in), category_ids (B,) -> (B, T, out)
+        return torch.bmm(x, self.W[category_ids]) + self.b[category_ids].unsqueeze(1)
+
+
+class CategorySpecificMLP(nn.Module):
+    """Two per-embodiment linears with a ReLU between: the state encoder and the action decoder."""
+
+    def __init__(self, num_categories: int, in_dim: int, hidden_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.layer1 = CategorySpecificLinear(num_categories, in_dim, hidden_dim)
+        self.layer2 = CategorySpecificLinear(num_categories, hidden_dim, out_dim)
+
+    def forward(self, x: torch.Tensor, category_ids: torch.Tensor) -> torch.Tensor:
+        return self.layer2(F.relu(self.layer1(x, category_ids)), category_ids)
+
+
+def bucket_sinusoid(buckets: torch.Tensor, dim: int) -> torch.Tensor:
+    """Action-encoder timestep features: [sin, cos] (sines first), frequencies exp(-i·ln(1e4)/(dim/2)).
+
+    Differs from the DiT's timestep projection (divisor dim/2, not dim/2 − 1; sines first), spec §12.3.
+    buckets (B, T) integer -> (B, T, dim) float32.
+    """
+    half = dim // 2
+    exponent = -torch.arange(half, dtype=torch.float32, device=buckets.device) * (math.log(10000.0) / half)
+    phase = buckets.unsqueeze(-1).float() * torch.exp(exponent)  # (B, T, half)
+    return torch.cat([torch.sin(phase), torch.cos(phase)], dim=-1)
+
+
+class MultiEmbodimentActionEncoder(nn.Module):
+    """Noisy action chunk + diffusion bucket -> one token per action step (spec §3.4)."""
+
+    def __init__(self, num_categories: int, action_dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.W1 = CategorySpecificLinear(num_categories, action_dim, hidden_dim)
+        self.W2 = CategorySpecificLinear(num_categories, 2 * hidden_dim, hidden_dim)
+        self.W3 = CategorySpecificLinear(num_categories, hidden_dim, hidden_dim)
+
+    def forward(self, actions: torch.Tensor, buckets: torch.Tensor,
+                category_ids: torch.Tensor) -> torch.Tensor:
+        # actions (B, H, A), buckets (B,) int -> (B, H, D)
+        a = self.W1(actions, category_ids)  # (B, H, D)
+        steps = buckets.unsqueeze(1).expand(-1, actions.shape[1])  # (B, H): same bucket at every step
+        enc = bucket_sinusoid(steps, self.hidden_dim).to(a.dtype)  # (B, H, D)
+        h = F.silu(self.W2(torch.cat([a, enc], dim=-1), category_ids))
+        return self.W3(h, category_ids)
