@@ -85,9 +85,29 @@ def command_group(name: str, doc: str, members: dict[str, type]) -> type:
     return group
 
 
+@dataclass
+class CompatManifest:
+    """Print the model's state dict as `name [shape]` lines (built on the meta device, no weights)."""
+
+    preset: str = "n1d6-3b"
+    """model preset: n1d6-3b (the released checkpoint), reference-default or tiny"""
+    svms: bool = False
+    """include the SVMS module's entries (prefix svms.)"""
+
+    def run(self) -> int:
+        import dataclasses
+
+        from svms.compat.manifest import format_manifest, state_dict_manifest
+        from svms.model import Gr00tN1d6Config
+
+        config = dataclasses.replace(Gr00tN1d6Config.preset(self.preset), use_sheaf_streams=self.svms)
+        print(format_manifest(state_dict_manifest(config)))
+        return 0
+
+
 COMMANDS: dict[str, type] = {
     "compat": command_group("Compat", "Parity with NVIDIA's reference implementation (fixtures, manifest).",
-                            {"check": CompatCheck}),
+                            {"check": CompatCheck, "manifest": CompatManifest}),
     "sheaf-demo": SheafDemo,
 }
 

@@ -37,7 +37,7 @@ def fixture_kind(folder: Path) -> str:
     raise SvmsError(
         f"{folder} is not a fixture folder: a model fixture holds {', '.join(MODEL_FILES)}; a processor "
         f"fixture holds {', '.join(PROCESSOR_FILES)}. Found: "
-        f"{', '.join(sorted(p.name for p in folder.iterdir())) or 'nothing'}."
+        f"{', '.join(sorted(p.name for p in folder.iterdir())[:10]) or 'nothing'}."
     )
 
 

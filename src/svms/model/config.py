@@ -16,6 +16,7 @@ from typing import Any
 
 from svms.errors import SvmsError
 from svms.model.presets import PRESETS
+from svms.sheaf import SheafConfigError, SheafStreamsConfig
 
 SHEAF_SCHEDULE_MODES = ("adaptive", "linear", "fixed", "off")
 
@@ -177,6 +178,18 @@ class Gr00tN1d6Config:
             kwargs.pop("diffusion_model_cfg", None)
         return cls(**kwargs, extra=extra)
 
+    def sheaf_streams_config(self) -> SheafStreamsConfig:
+        """The SVMS module's config: the prototype's field names mapped onto `SheafStreamsConfig`."""
+        try:
+            return SheafStreamsConfig(
+                d_model=self.backbone_embedding_dim, n_streams=self.n_streams, d_stream=self.d_stream,
+                d_overlap=self.d_overlap, adapter_rank=self.adapter_rank,
+                diffusion_steps=self.sheaf_unroll_steps, stream_dropout_p=self.router_stream_dropout_p,
+                use_aux_heads=self.use_aux_losses,
+            )
+        except SheafConfigError as err:
+            raise SvmsError(f"invalid model config (SVMS fields): {err}") from err
+
     def to_json_file(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
 
@@ -248,6 +261,8 @@ def _validate(c: Gr00tN1d6Config) -> None:
            f"sheaf_schedule_mode = {c.sheaf_schedule_mode!r}; use one of {', '.join(SHEAF_SCHEDULE_MODES)}")
     _validate_dit(c)
     _validate_eagle(c)
+    if c.use_sheaf_streams:
+        c.sheaf_streams_config()
 
 
 def _validate_dit(c: Gr00tN1d6Config) -> None:

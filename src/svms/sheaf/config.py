@@ -45,7 +45,9 @@ class SheafStreamsConfig:
     adapter_rank: int = 128
     edges: tuple[tuple[int, int], ...] | None = None
     diffusion_steps: int = 1
-    dropout: float = 0.1
+    # Dropout inside the stream MLPs. It draws from torch's global RNG, so in training it shifts the
+    # dropout masks of whatever runs after (the action head): keep 0 for bit-identical baseline runs.
+    dropout: float = 0.0
     router_hidden: int = 256
     stream_dropout_p: float = 0.15
     balance_mode: str = "kl"

@@ -43,6 +43,9 @@ class SheafStreams(nn.Module):
         # starts at the middle of the range.
         self.alpha_logit = nn.Parameter(torch.zeros(()))
         self.router = TokenRouter(c.d_model, c.router_hidden, c.n_streams)
+        # Router temperature used when forward() is given none: a training schedule anneals it and a
+        # checkpoint keeps the value the policy was trained with.
+        self.register_buffer("router_temperature", torch.tensor(1.0))
         self.aux_heads = nn.Linear(c.n_streams * c.d_stream, c.n_streams) if c.use_aux_heads else None
         self.merge = nn.Linear(c.n_streams * c.d_stream, c.d_model)
         nn.init.zeros_(self.merge.weight)
@@ -51,6 +54,16 @@ class SheafStreams(nn.Module):
             # One independent binary classifier per stream: stream i reads only its own features.
             self.register_buffer("aux_block_mask", torch.block_diag(
                 *[torch.ones(1, c.d_stream) for _ in range(c.n_streams)]), persistent=False)
+
+    def _dropout_generator(self, device: torch.device) -> torch.Generator:
+        """A private RNG for stream dropout, seeded from torch's seed without drawing from the global
+        RNG, so enabling SVMS does not shift the random draws of the model around it."""
+        gen = getattr(self, "_generator", None)
+        if gen is None or gen.device != torch.device(device):
+            gen = torch.Generator(device=device)
+            gen.manual_seed(torch.initial_seed() + 7919)
+            self._generator = gen
+        return gen
 
     # -- inspection helpers (public API) --------------------------------------------------------
     def laplacian(self) -> torch.Tensor:
@@ -84,10 +97,11 @@ class SheafStreams(nn.Module):
         features: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         aux_labels: torch.Tensor | None = None,
-        temperature: float = 1.0,
+        temperature: float | None = None,
     ) -> SheafStreamsOutput:
         """features (B, T, D); attention_mask (B, T), true/1 = valid; aux_labels (B, T, S) in
-        {0, 1, -100}. Masked tokens pass through unchanged and enter no loss."""
+        {0, 1, -100}; temperature defaults to the `router_temperature` buffer (1.0 at init).
+        Masked tokens pass through unchanged and enter no loss."""
         c = self.config
         B, T, _ = features.shape
         if attention_mask is None:
@@ -110,10 +124,12 @@ class SheafStreams(nn.Module):
         alpha = self.alpha()
         x = self.diffuse(x0, alpha=alpha)
 
+        if temperature is None:
+            temperature = float(self.router_temperature)
         weights = self.router(features, temperature)  # (B, T, S) fp32
         balance = balance_loss(weights, mask, c.balance_mode)
         if self.training and c.stream_dropout_p > 0:
-            weights = drop_streams(weights, c.stream_dropout_p)
+            weights = drop_streams(weights, c.stream_dropout_p, self._dropout_generator(weights.device))
         weights = weights * m.unsqueeze(-1)
 
         mixed = (x * weights.unsqueeze(-1).to(x.dtype)).flatten(-2)  # (B, T, S*d_stream)
