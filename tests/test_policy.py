@@ -233,3 +233,14 @@ def test_bf16_autocast_forward_runs(tiny_config):
         out = model(batch)
     out.loss.backward()
     assert torch.isfinite(out.loss)
+
+
+def test_bf16_inference_casts_inputs_and_returns_float32(baseline, tmp_path):
+    baseline.save_pretrained(tmp_path)
+    model = Gr00tN1d6.from_pretrained(tmp_path, dtype=torch.bfloat16).eval()
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    batch = baseline.dummy_batch(2, image_size=IMAGE)
+    pred = model.get_action(batch, torch.Generator().manual_seed(1))["action_pred"]
+    ref = baseline.get_action(batch, torch.Generator().manual_seed(1))["action_pred"]
+    assert pred.dtype == torch.float32
+    assert (pred - ref).abs().max() < 0.05 * ref.abs().max()  # bf16 rounding, not a different model

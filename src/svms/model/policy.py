@@ -87,6 +87,21 @@ class Gr00tN1d6(nn.Module):
             raise SvmsError(f"the model batch lacks {', '.join(missing)}; it needs {', '.join(keys)} "
                             "(as built by svms.data.collate or Gr00tN1d6.dummy_batch)")
 
+    def _cast_inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Floating inputs to the dtype the model runs in (all-bf16 inference casts them, spec §4.6)."""
+        dtype = self.action_head.vlln.weight.dtype if self.config.use_vlln else torch.float32
+        vision_dtype = self.backbone.model.mlp1[1].weight.dtype
+        out = dict(batch)
+        for key in ("state", "action", "action_mask"):
+            if key in out and torch.is_floating_point(out[key]) and out[key].dtype != dtype:
+                out[key] = out[key].to(dtype)
+        pixels = out.get("pixel_values")
+        if isinstance(pixels, list):
+            out["pixel_values"] = [p.to(vision_dtype) for p in pixels]
+        elif torch.is_tensor(pixels):
+            out["pixel_values"] = pixels.to(vision_dtype)
+        return out
+
     def encode(self, batch: dict[str, Any]) -> tuple[BackboneOutput, torch.Tensor, SheafStreamsOutput | None]:
         """Backbone features, then SVMS when enabled: (backbone output, features for the head, svms out)."""
         out = self.backbone(batch["input_ids"], batch["attention_mask"], batch.get("pixel_values"))
@@ -102,6 +117,7 @@ class Gr00tN1d6(nn.Module):
         """Flow-matching loss (and SVMS outputs) on a collated batch; `noise`/`t` replace the random
         draws when given, `generator` supplies them otherwise."""
         self._check_batch(batch, REQUIRED_KEYS + TRAIN_KEYS)
+        batch = self._cast_inputs(batch)
         out, features, svms_out = self.encode(batch)
         head = self.action_head(features, out.backbone_attention_mask, out.image_mask,
                                 batch["state"], batch["embodiment_id"], batch["action"], batch["action_mask"],
@@ -112,14 +128,18 @@ class Gr00tN1d6(nn.Module):
     def get_action(self, batch: dict[str, Any], generator: torch.Generator | None = None,
                    initial_noise: torch.Tensor | None = None,
                    num_steps: int | None = None) -> dict[str, torch.Tensor]:
-        """Denoise an action chunk: {"action_pred": (B, H, max_action_dim)} in normalised units."""
+        """Denoise an action chunk: {"action_pred": (B, H, max_action_dim)} float32, normalised units.
+
+        A model cast to bf16 (the reference's inference) runs the Euler loop in bf16 on bf16 inputs.
+        """
         self._check_batch(batch, REQUIRED_KEYS)
+        batch = self._cast_inputs(batch)
         out, features, _ = self.encode(batch)
         pred = self.action_head.get_action(features, out.backbone_attention_mask, out.image_mask,
                                            batch["state"], batch["embodiment_id"],
                                            initial_noise=initial_noise, generator=generator,
                                            num_steps=num_steps)
-        return {"action_pred": pred}
+        return {"action_pred": pred.float()}
 
     # ---- helpers -----------------------------------------------------------------------------------
 
