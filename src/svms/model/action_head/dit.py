@@ -14,6 +14,7 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
 
 from svms.model.config import DiTConfig
 
@@ -149,6 +150,8 @@ class DiT(nn.Module):
         self.norm_out = nn.LayerNorm(dim, eps=OUTPUT_NORM_EPS, elementwise_affine=False)
         self.proj_out_1 = nn.Linear(dim, 2 * dim)
         self.proj_out_2 = nn.Linear(dim, cfg.output_dim)
+        # Recompute each block's activations in the backward pass (memory for compute; training only).
+        self.gradient_checkpointing = False
 
     @staticmethod
     def is_cross_block(index: int) -> bool:
@@ -165,10 +168,12 @@ class DiT(nn.Module):
         temb = self.timestep_encoder(buckets)  # (B, D)
         x = tokens
         for i, block in enumerate(self.transformer_blocks):
-            if self.is_cross_block(i):
-                x = block(x, temb, vl, self.key_mask(i, attention_mask, image_mask))
+            args = (x, temb, vl, self.key_mask(i, attention_mask, image_mask)) if self.is_cross_block(i) else (
+                x, temb, None, None)
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block, *args, use_reentrant=False)
             else:
-                x = block(x, temb, None, None)
+                x = block(*args)
         shift, scale = self.proj_out_1(F.silu(temb)).chunk(2, dim=-1)  # shift first here (spec §3.9)
         return self.proj_out_2(self.norm_out(x) * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1))
 

@@ -1,0 +1,111 @@
+"""`svms memory`: estimated (and on CUDA measured) peak GPU memory of the fine-tuning phases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.console import Group
+
+    from svms.train.memory import FitOption, MeasuredMemory, MemoryEstimate
+
+
+@dataclass
+class Memory:
+    """Peak GPU memory per fine-tuning phase: weights, gradients, optimizer states, activations.
+
+    Estimated from the real model's parameter counts (meta device); `--measure` runs real training steps
+    on a CUDA GPU. Phases that do not fit a 32 GB card get the settings that make them fit.
+    """
+
+    preset: str = "n1d6-3b"
+    """model preset"""
+    phase: int | None = None
+    """fine-tuning phase 1, 2 or 3 (all three when omitted)"""
+    batch_size: int | None = None
+    """per-GPU batch (default: the phase's, 16 / 12 / 8)"""
+    grad_checkpointing: bool = False
+    """checkpoint LLM layers and DiT blocks"""
+    optimizer: str = "adamw"
+    """adamw (fused), adamw-foreach (the reference's), adamw8bit, offload"""
+    frozen_dtype: str = "bf16"
+    """dtype of frozen weights: bf16, fp32, or mixed (the reference: frozen backbone bf16, head fp32)"""
+    measure: bool = False
+    """also run 3 training steps on the CUDA GPU and report torch.cuda.max_memory_allocated"""
+    seq_len: int | None = None
+    """VLM tokens per sample (default 283: 3 cameras x 81 image tokens + 40 text tokens)"""
+
+    def run(self) -> int:
+        from rich.console import Console
+
+        from svms.train.memory import PHASE_BATCH, estimate, fit_options, measure
+
+        phases = list(PHASE_BATCH) if self.phase is None else [self.phase]
+        rows = []
+        for phase in phases:
+            est = estimate(self.preset, phase, self.batch_size or PHASE_BATCH.get(phase, 1),
+                           grad_checkpointing=self.grad_checkpointing, optimizer=self.optimizer,
+                           frozen_dtype=self.frozen_dtype, seq_len=self.seq_len)
+            measured = None
+            if self.measure:
+                measured = measure(self.preset, phase, est.batch_size, grad_checkpointing=self.grad_checkpointing,
+                                   optimizer=self.optimizer, frozen_dtype=self.frozen_dtype, seq_len=self.seq_len)
+            rows.append((est, measured, fit_options(est)))
+        Console(width=160).print(memory_table(rows))
+        return 0
+
+
+def memory_table(rows: list[tuple[MemoryEstimate, MeasuredMemory | None, list[FitOption]]]) -> Group:
+    """One column per phase (lines in GiB), then for each phase that does not fit its options."""
+    from rich.console import Group
+    from rich.table import Table
+
+    from svms.train.memory import CARD_GIB, SEED_CLAIM_GB
+
+    first = rows[0][0]
+    title = (f"Peak GPU memory per training step, {first.preset}, {first.seq_len} tokens/sample, "
+             f"optimizer {first.optimizer}, frozen weights {first.frozen_dtype}, "
+             f"gradient checkpointing {'on' if first.grad_checkpointing else 'off'} (GiB)")
+    table = Table(title=title)
+    table.add_column("")
+    for est, _, _ in rows:
+        table.add_column(f"phase {est.phase}, batch {est.batch_size}", justify="right")
+    table.add_row("trainable params", *[f"{e.trainable_params / 1e6:,.1f} M" for e, _, _ in rows])
+    for i, (name, _) in enumerate(first.lines()):
+        table.add_row(name, *[f"{e.lines()[i][1]:.2f}" for e, _, _ in rows],
+                      style="bold" if name == "total" else None)
+    table.add_row("peak at", *[e.peak_at for e, _, _ in rows])
+    table.add_row("  all gradients / all saved activations",
+                  *[f"{e.gradients_all_gib:.2f} / {e.activations_all_gib:.2f}" for e, _, _ in rows])
+    table.add_row("  estimated allocated (cf. measured)", *[f"{e.allocated_gib:.2f}" for e, _, _ in rows])
+    if any(m is not None for _, m, _ in rows):
+        table.add_row("measured max_memory_allocated",
+                      *["" if m is None else f"{m.peak_allocated_gib:.2f}" for _, m, _ in rows])
+        table.add_row("measured max_memory_reserved",
+                      *["" if m is None else f"{m.peak_reserved_gib:.2f}" for _, m, _ in rows])
+        device = next(m.device for _, m, _ in rows if m is not None)
+        table.caption = f"measured on {device}"
+    table.add_row("seed's claim", *[
+        f"{SEED_CLAIM_GB[e.phase]} GB at batch {b}" for e, b in ((e, _seed_batch(e.phase)) for e, _, _ in rows)])
+    table.add_row(f"fits a 32 GB card ({CARD_GIB} GiB)?", *[
+        "[green]yes[/green]" if e.fits() else "[red]no[/red]" for e, _, _ in rows])
+    parts: list = [table]
+    for est, _, options in rows:
+        if not options:
+            continue
+        fix = Table(title=f"Phase {est.phase} needs {est.total_gib:.1f} GiB > {CARD_GIB}: what makes it fit")
+        fix.add_column("option")
+        fix.add_column("total (GiB)", justify="right")
+        fix.add_column("fits?")
+        for option in options:
+            fix.add_row(option.label, f"{option.estimate.total_gib:.2f}",
+                        "[green]yes[/green]" if option.fits else "[red]no[/red]")
+        parts.append(fix)
+    return Group(*parts)
+
+
+def _seed_batch(phase: int) -> int:
+    from svms.train.memory import PHASE_BATCH
+
+    return PHASE_BATCH[phase]

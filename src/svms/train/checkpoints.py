@@ -1,0 +1,94 @@
+"""Training checkpoints: `RUN/checkpoint-<step>/` = a loadable model folder + the training state.
+
+A checkpoint is written under a temporary name and renamed when complete, so a crash or kill during
+the write leaves the previous checkpoint intact and never a half-written one under a final name.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from svms.errors import SvmsError
+
+TRAINING_STATE = "training_state.pt"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def list_checkpoints(run: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints of a run folder, oldest first."""
+    if not run.is_dir():
+        return []
+    found = []
+    for child in run.iterdir():
+        m = _CHECKPOINT.match(child.name)
+        if m and child.is_dir() and (child / TRAINING_STATE).is_file():
+            found.append((int(m.group(1)), child))
+    return sorted(found)
+
+
+def newest_checkpoint(run: Path) -> Path | None:
+    found = list_checkpoints(run)
+    return found[-1][1] if found else None
+
+
+def resolve_init(path: Path) -> Path:
+    """`--init`: a checkpoint folder as is, or a run folder's newest checkpoint."""
+    if (path / "config.json").is_file() and not (path / "metrics.jsonl").is_file():
+        return path
+    newest = newest_checkpoint(path)
+    if newest is None:
+        raise SvmsError(f"--init {path}: neither a checkpoint folder (config.json + model.safetensors) nor a "
+                        "run folder with a checkpoint-<step>/ in it")
+    return newest
+
+
+def rng_state(svms_generator: torch.Generator | None) -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}  # noqa: NPY002
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if svms_generator is not None:
+        state["svms"] = svms_generator.get_state()
+    return state
+
+
+def restore_rng(state: dict[str, Any], svms_generator: torch.Generator | None) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])  # noqa: NPY002 (the legacy global RNG other code may use)
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if svms_generator is not None and "svms" in state:
+        svms_generator.set_state(state["svms"])
+
+
+def write_checkpoint(run: Path, step: int, write_model, training_state: dict[str, Any], keep: int) -> Path:
+    """Write `checkpoint-<step>` atomically: `write_model(folder)` + the training state; then prune."""
+    final = run / f"checkpoint-{step}"
+    tmp = run / f".tmp-checkpoint-{step}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write_model(tmp)
+    torch.save(training_state, tmp / (TRAINING_STATE + ".part"))
+    os.replace(tmp / (TRAINING_STATE + ".part"), tmp / TRAINING_STATE)  # marks the folder complete
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    for _, old in list_checkpoints(run)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def read_training_state(checkpoint: Path) -> dict[str, Any]:
+    try:
+        return torch.load(checkpoint / TRAINING_STATE, map_location="cpu", weights_only=False)
+    except Exception as err:  # a truncated or foreign file: say which and how to recover
+        raise SvmsError(f"{checkpoint / TRAINING_STATE} cannot be read ({err}); delete {checkpoint} to "
+                        "resume from the previous checkpoint") from err

@@ -1,0 +1,158 @@
+"""`TrainConfig`: every knob of `svms train`, with the phase defaults of the seed's protocol.
+
+Fields left at None take the phase's default (table below), so a flag always wins over a phase and the
+resolved values are what `RUN/config.json` records.
+
+| phase   | trains                                         | lambda_aux | sheaf schedule       | lr    | batch |
+|---------|------------------------------------------------|-----------:|----------------------|-------|------:|
+| scratch | everything (tiny models on CPU)                |        0.3 | model config's       | 3e-4  |     8 |
+| 1       | SVMS only                                      |        0.5 | off (lambda 0)       | 1e-4  |    16 |
+| 2       | SVMS + bottom half of the DiT blocks           |        0.3 | adaptive 0.01 -> 0.1 | 5e-5  |    12 |
+| 3       | action head + SVMS + the tuned top LLM layers  |        0.2 | fixed 0.1            | 1e-5  |     8 |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from svms.errors import SvmsError
+from svms.train.schedules import SHEAF_MODES
+
+PHASES = ("scratch", "1", "2", "3")
+
+PHASE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "scratch": {"lambda_aux": 0.3, "sheaf_schedule": None, "learning_rate": 3e-4, "global_batch_size": 8},
+    "1": {"lambda_aux": 0.5, "sheaf_schedule": "off", "learning_rate": 1e-4, "global_batch_size": 16},
+    "2": {"lambda_aux": 0.3, "sheaf_schedule": "adaptive", "learning_rate": 5e-5, "global_batch_size": 12},
+    "3": {"lambda_aux": 0.2, "sheaf_schedule": "fixed", "learning_rate": 1e-5, "global_batch_size": 8},
+}
+
+
+@dataclass
+class TrainConfig:
+    """Fine-tune or train GR00T N1.6 (with or without SVMS) on a LeRobot v2 dataset.
+
+    Resumes automatically from the newest `RUN/checkpoint-<step>/`.
+    """
+
+    dataset: Path
+    """LeRobot v2 dataset folder (with meta/modality.json)"""
+    out: Path
+    """run folder: config.json, metrics.jsonl, checkpoint-<step>/, tensorboard/"""
+    preset: str = "tiny"
+    """model preset when not starting from --init: tiny, n1d6-3b, reference-default"""
+    phase: Literal["scratch", "1", "2", "3"] = "scratch"
+    """scratch: train everything; 1: SVMS only; 2: + bottom half of the DiT; 3: action head + SVMS + top LLM layers"""
+    svms: bool | None = None
+    """SVMS on/off (default: on for phases 1-3, off for scratch)"""
+    init: Path | None = None
+    """a GR00T N1.6 checkpoint folder, or a previous run (its newest checkpoint)"""
+    embodiment_tag: str = "new_embodiment"
+    """projector slot and modality config of the dataset"""
+    max_steps: int = 1000
+    """optimizer steps"""
+    save_every: int = 500
+    """checkpoint interval in optimizer steps (one is always written at the end)"""
+    keep_checkpoints: int = 3
+    """how many of the newest checkpoints to keep"""
+    seed: int = 42
+    global_batch_size: int | None = None
+    """samples per optimizer step over all processes (phase default when unset)"""
+    grad_accumulation: int = 1
+    learning_rate: float | None = None
+    """peak learning rate (phase default when unset)"""
+    warmup_ratio: float = 0.05
+    weight_decay: float = 1e-5
+    max_grad_norm: float = 1.0
+    lambda_aux: float | None = None
+    """auxiliary stream-label loss weight (phase default when unset)"""
+    sheaf_schedule: str | None = None
+    """adaptive, linear, fixed or off (phase default; scratch: the model config's)"""
+    lambda_sheaf_min: float | None = None
+    lambda_sheaf_max: float | None = None
+    aux_warmup_steps: int | None = None
+    """steps over which lambda_aux ramps up (default: 10% of the run)"""
+    router_temp_decay_steps: int | None = None
+    """steps over which the router temperature anneals (default: the whole run)"""
+    grad_checkpointing: bool = False
+    """recompute DiT block activations in the backward pass (less memory, ~30% slower)"""
+    num_workers: int = 0
+    """DataLoader worker processes"""
+    log_every: int = 10
+    tensorboard: bool = True
+    wandb: bool = False
+    """also log to Weights & Biases (needs the `tracking` extra and a login)"""
+    model_override: tuple[str, ...] = ()
+    """model config overrides KEY=JSON, e.g. diffusion_model_cfg.dropout=0 or state_dropout_prob=0.5"""
+    device: str = "auto"
+    """auto (CUDA when available), cpu or cuda"""
+    resolved: dict[str, Any] = field(default_factory=dict)
+    """filled in by the trainer: the values actually used (written to RUN/config.json)"""
+
+    def __post_init__(self) -> None:
+        self.dataset, self.out = Path(self.dataset), Path(self.out)
+        self.init = None if self.init is None else Path(self.init)
+        self.phase = str(self.phase)
+        if self.phase not in PHASES:
+            raise SvmsError(f"--phase {self.phase!r}: use one of {', '.join(PHASES)}")
+        if self.svms is None:
+            self.svms = self.phase != "scratch"
+        if not self.svms and self.phase in ("1", "2"):
+            raise SvmsError(f"--phase {self.phase} trains the SVMS streams, so it cannot run with --no-svms; "
+                            "use --phase 3 --no-svms for the baseline fine-tune or --phase scratch")
+        defaults = PHASE_DEFAULTS[self.phase]
+        for name, value in defaults.items():
+            if getattr(self, name) is None and value is not None:
+                setattr(self, name, value)
+        for name in ("max_steps", "save_every", "keep_checkpoints", "grad_accumulation", "log_every"):
+            if getattr(self, name) < 1:
+                raise SvmsError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("lambda_aux", "lambda_sheaf_min", "lambda_sheaf_max", "weight_decay", "warmup_ratio",
+                     "max_grad_norm"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise SvmsError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+        if self.learning_rate is not None and self.learning_rate <= 0:
+            raise SvmsError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        if self.sheaf_schedule is not None and self.sheaf_schedule not in SHEAF_MODES:
+            raise SvmsError(f"--sheaf-schedule {self.sheaf_schedule!r}: use one of {', '.join(SHEAF_MODES)}")
+        if self.global_batch_size is not None and self.global_batch_size < 1:
+            raise SvmsError(f"--global-batch-size must be >= 1, got {self.global_batch_size}")
+        self.model_overrides()  # validate the syntax early
+
+    def per_process_batch(self, world_size: int) -> int:
+        """Micro-batch per process; the global batch must split evenly."""
+        assert self.global_batch_size is not None
+        share = self.grad_accumulation * world_size
+        if self.global_batch_size % share:
+            raise SvmsError(f"--global-batch-size {self.global_batch_size} is not divisible by "
+                            f"grad-accumulation x processes = {self.grad_accumulation} x {world_size}; "
+                            f"use a multiple of {share}")
+        return self.global_batch_size // share
+
+    def model_overrides(self) -> dict[str, Any]:
+        """`--model-override` as a nested dict of model-config values."""
+        result: dict[str, Any] = {}
+        for item in self.model_override:
+            key, sep, raw = item.partition("=")
+            if not sep or not key:
+                raise SvmsError(f"--model-override {item!r}: write KEY=VALUE, e.g. state_dropout_prob=0.5")
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw  # a bare string such as adaptive
+            node = result
+            parts = key.split(".")
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = value
+        return result
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
+                for k, v in d.items()}

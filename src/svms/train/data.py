@@ -1,0 +1,92 @@
+"""Deterministic data order and per-sample noise, so runs resume exactly and split across processes.
+
+Sample position p (0, 1, 2, ...) is the p-th sample the run consumes: optimizer step s (from 1) with
+global batch G takes positions (s-1)G ... sG-1, micro-batch m of process r the slice
+m*(W*b) + r*b ... + b (W processes, b per-process micro-batch). Position p maps to dataset index
+perm_e[p mod N] with perm_e a seeded permutation of epoch e = p // N. The flow-matching noise and time
+of a sample are drawn from a generator seeded by (seed, p), so they do not depend on how the batch
+is split; one process and two processes at the same global batch see the same samples and noise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+
+def epoch_permutation(n: int, epoch: int, seed: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def micro_positions(step: int, micro: int, rank: int, world: int, per_process: int,
+                    accumulation: int) -> list[int]:
+    """Sample positions of micro-batch `micro` of process `rank` at optimizer step `step` (1-based)."""
+    global_batch = per_process * world * accumulation
+    start = (step - 1) * global_batch + micro * per_process * world + rank * per_process
+    return list(range(start, start + per_process))
+
+
+class StepBatchSampler(Sampler[list[int]]):
+    """Dataset indices of every micro-batch of this process, from `start_step + 1` to `max_steps`."""
+
+    def __init__(self, n: int, seed: int, start_step: int, max_steps: int, rank: int, world: int,
+                 per_process: int, accumulation: int) -> None:
+        self.n, self.seed = n, seed
+        self.start_step, self.max_steps = start_step, max_steps
+        self.rank, self.world = rank, world
+        self.per_process, self.accumulation = per_process, accumulation
+        self._perms: dict[int, np.ndarray] = {}
+
+    def index(self, position: int) -> int:
+        epoch = position // self.n
+        if epoch not in self._perms:
+            self._perms = {epoch: epoch_permutation(self.n, epoch, self.seed)}
+        return int(self._perms[epoch][position % self.n])
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start_step + 1, self.max_steps + 1):
+            for micro in range(self.accumulation):
+                positions = micro_positions(step, micro, self.rank, self.world, self.per_process,
+                                            self.accumulation)
+                yield [self.index(p) for p in positions]
+
+    def __len__(self) -> int:
+        return (self.max_steps - self.start_step) * self.accumulation
+
+
+def sample_noise(positions: list[int], seed: int, horizon: int, action_dim: int, head) -> tuple[torch.Tensor,
+                                                                                               torch.Tensor]:
+    """(noise (B, H, A), t (B,)) for the samples at `positions`, each from its own seeded generator."""
+    noises, times = [], []
+    for p in positions:
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + p)
+        noises.append(torch.randn(horizon, action_dim, generator=gen))
+        times.append(head.sample_time(1, torch.device("cpu"), generator=gen))
+    return torch.stack(noises), torch.cat(times)
+
+
+class SyntheticDataset(Dataset):
+    """Random but fixed per-index samples of a model's `dummy_batch` (smoke tests and benchmarks only:
+    they exercise the training machinery, not learning)."""
+
+    def __init__(self, model, size: int = 64, image_size: int = 56) -> None:
+        self.model, self.size, self.image_size = model, size, image_size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        batch = self.model.dummy_batch(1, image_size=self.image_size, seed=index)
+        return {k: (v.cpu() if torch.is_tensor(v) else [x.cpu() for x in v]) for k, v in batch.items()}
+
+    @staticmethod
+    def collate(samples: list[dict[str, Any]]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key in samples[0]:
+            values = [s[key] for s in samples]
+            out[key] = [x for v in values for x in v] if isinstance(values[0], list) else torch.cat(values)
+        return out

@@ -1,0 +1,111 @@
+"""Where training metrics go: `RUN/metrics.jsonl` (one object per optimizer step), TensorBoard, W&B,
+and a console line with losses, learning rate, throughput and ETA."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from svms.sheaf import SheafStreamsOutput
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def truncate_metrics(run: Path, last_step: int) -> None:
+    """Drop lines after `last_step` (a resumed run rewrites nothing up to its checkpoint)."""
+    path = run / METRICS_FILE
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            if json.loads(line)["step"] <= last_step:
+                kept.append(line)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            continue  # a line cut by a kill
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+def svms_diagnostics(out: SheafStreamsOutput, image_mask: torch.Tensor, valid: torch.Tensor,
+                     names: tuple[str, ...]) -> dict[str, float]:
+    """Sheaf residual, alpha, router mean weight and entropy per stream and token type, aux metrics."""
+    d: dict[str, float] = {"svms/sheaf_residual": float(out.sheaf_residual.detach().mean()),
+                           "svms/alpha": float(out.alpha.detach())}
+    w = out.router_weights.detach().float()  # (B, T, S)
+    for kind, mask in (("all", valid), ("image", valid & image_mask), ("text", valid & ~image_mask)):
+        if mask.any():
+            sel = w[mask]  # (N, S)
+            entropy = -(sel.clamp_min(1e-12).log() * sel).sum(-1).mean()
+            d[f"router/{kind}/entropy"] = float(entropy)
+            for i, name in enumerate(names):
+                d[f"router/{kind}/{name}"] = float(sel[:, i].mean())
+    for name, m in (out.aux_metrics or {}).items():
+        for key in ("accuracy", "balanced_accuracy"):
+            value = float(m[key])
+            if math.isfinite(value):
+                d[f"aux/{name}/{key}"] = value
+    return d
+
+
+class MetricsLogger:
+    """Writes each step's metrics; only the main process logs."""
+
+    def __init__(self, run: Path, enabled: bool, tensorboard: bool, wandb: bool, max_steps: int,
+                 start_step: int, config: dict[str, Any]) -> None:
+        self.enabled, self.max_steps, self.start_step = enabled, max_steps, start_step
+        self.file = (run / METRICS_FILE).open("a") if enabled else None
+        self.tb = None
+        self.wandb = None
+        self.t0 = time.perf_counter()
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(run / "tensorboard"), purge_step=start_step + 1)
+            except ImportError:
+                warnings.warn("TensorBoard is not installed: no event files (install svms-gr00t[tracking] or "
+                              "pass --no-tensorboard)", stacklevel=2)
+        if enabled and wandb:
+            try:
+                import wandb as wandb_module
+            except ImportError as err:
+                from svms.errors import SvmsError
+
+                raise SvmsError("--wandb needs the wandb package: pip install 'svms-gr00t[tracking]'") from err
+            self.wandb = wandb_module.init(project="svms-gr00t", dir=str(run), config=config, resume="allow")
+
+    def log(self, step: int, record: dict[str, Any], samples: int, print_line: bool) -> None:
+        if not self.enabled:
+            return
+        self.file.write(json.dumps(record) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in record.items():
+                if k != "step" and isinstance(v, int | float):
+                    self.tb.add_scalar(k, v, step)
+        if self.wandb is not None:
+            self.wandb.log(record, step=step)
+        if print_line:
+            elapsed = time.perf_counter() - self.t0
+            done = step - self.start_step
+            eta = elapsed / max(1, done) * (self.max_steps - step)
+            terms = " ".join(f"{k} {record[k]:.4f}" for k in ("flow_loss", "sheaf_loss", "aux_loss", "balance_loss")
+                             if k in record)
+            print(f"step {step}/{self.max_steps}  loss {record['loss']:.4f}  {terms}  lr {record['lr']:.2e}  "
+                  f"{samples * done / max(elapsed, 1e-9):.1f} samples/s  ETA {eta:.0f}s", file=sys.stderr,
+                  flush=True)
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.tb is not None:
+            self.tb.close()
+        if self.wandb is not None:
+            self.wandb.finish()

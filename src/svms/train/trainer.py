@@ -1,0 +1,256 @@
+"""The training loop, top to bottom: build, resume, then for each optimizer step draw micro-batches,
+weight the losses, step, log, checkpoint. Parallelism, checkpoints and logging are small helpers."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset
+
+from svms.data.processor import ProcessorSettings
+from svms.data.processor_files import save_processor
+from svms.errors import SvmsError
+from svms.model import Gr00tN1d6, Gr00tN1d6Config
+from svms.model.checkpoint import read_config
+from svms.train.checkpoints import (
+    newest_checkpoint,
+    read_training_state,
+    resolve_init,
+    restore_rng,
+    rng_state,
+    write_checkpoint,
+)
+from svms.train.config import TrainConfig
+from svms.train.data import StepBatchSampler, micro_positions, sample_noise
+from svms.train.distributed import Runtime, setup_runtime, teardown_runtime
+from svms.train.metrics import MetricsLogger, svms_diagnostics, truncate_metrics
+from svms.train.phases import apply_phase, set_train_mode, trainable_summary
+from svms.train.schedules import SheafSchedule, aux_weight, cosine_lr, router_temperature
+
+NO_DECAY = ("bias", "norm", "layernorm", "rmsnorm")
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def model_config(cfg: TrainConfig, base: Gr00tN1d6Config) -> Gr00tN1d6Config:
+    merged = deep_merge(base.to_dict(), cfg.model_overrides())
+    merged["use_sheaf_streams"] = bool(cfg.svms)
+    return Gr00tN1d6Config.from_dict(merged)
+
+
+def build_model(cfg: TrainConfig, resume: Path | None) -> tuple[Gr00tN1d6, Path | None]:
+    """The model to train and the checkpoint it came from (None when built from a preset)."""
+    if resume is not None:
+        return Gr00tN1d6.from_pretrained(resume), resume
+    if cfg.init is not None:
+        source = resolve_init(cfg.init)
+        config = model_config(cfg, read_config(source))
+        fields = {f.name for f in dataclasses.fields(Gr00tN1d6Config)} - {"extra"}
+        return Gr00tN1d6.from_pretrained(source, overrides={k: getattr(config, k) for k in fields}), source
+    torch.manual_seed(cfg.seed)
+    return Gr00tN1d6(model_config(cfg, Gr00tN1d6Config.preset(cfg.preset))), None
+
+
+def processor_settings(config: Gr00tN1d6Config) -> ProcessorSettings:
+    return ProcessorSettings(
+        max_state_dim=config.max_state_dim, max_action_dim=config.max_action_dim,
+        max_action_horizon=config.action_horizon, shortest_image_edge=config.shortest_image_edge,
+        crop_fraction=config.crop_fraction, formalize_language=config.formalize_language,
+        apply_sincos_state_encoding=config.apply_sincos_state_encoding,
+        use_relative_action=config.use_relative_action,
+    )
+
+
+def build_dataset(cfg: TrainConfig, model: Gr00tN1d6):
+    """The LeRobot dataset, processed with the model's settings; checked on one sample before training."""
+    from svms.data.lerobot.reader import Gr00tLeRobotDataset
+
+    dataset = Gr00tLeRobotDataset(cfg.dataset, cfg.embodiment_tag, settings=processor_settings(model.config))
+    embodiment = dataset.processor.ids[dataset.tag]
+    if embodiment >= model.config.max_num_embodiments:
+        raise SvmsError(f"embodiment {dataset.tag!r} uses projector slot {embodiment}, but the model has "
+                        f"max_num_embodiments = {model.config.max_num_embodiments}")
+    dataset[0]  # dims, statistics and frames are checked here, before any compute
+    return dataset, dataset.collator(aux_labels=model.svms is not None), dataset.processor
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: no decay on biases and norm weights (HF's grouping)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if any(k in name.lower() for k in NO_DECAY) else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else
+                [x.to(device, non_blocking=True) for x in v] if isinstance(v, list) else v)
+            for k, v in batch.items()}
+
+
+def check_run_folder(cfg: TrainConfig, runtime: Runtime) -> Path | None:
+    """Create RUN (or say why not); on resume, refuse a run started with other phase/model flags."""
+    try:
+        cfg.out.mkdir(parents=True, exist_ok=True)
+        probe = cfg.out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise SvmsError(f"--out {cfg.out} is not writable ({err}); choose another folder") from err
+    resume = newest_checkpoint(cfg.out)
+    saved = cfg.out / "config.json"
+    if resume is not None and saved.is_file():
+        before = json.loads(saved.read_text())
+        for key in ("phase", "svms", "preset", "embodiment_tag", "model_override"):
+            if before.get(key) != cfg.to_dict().get(key):
+                raise SvmsError(f"{cfg.out} holds a run started with {key} = {before.get(key)!r}, not "
+                                f"{cfg.to_dict().get(key)!r}; resume it with the same flags or use a new --out")
+    return resume
+
+
+def train(cfg: TrainConfig, dataset: Dataset | None = None, collate_fn=None, processor=None) -> Path:
+    """Run (or resume) training; returns the final checkpoint folder. `dataset`/`collate_fn` replace
+    the LeRobot dataset (smoke tests, benchmarks)."""
+    runtime = setup_runtime(cfg.device)
+    try:
+        return _train(cfg, runtime, dataset, collate_fn, processor)
+    finally:
+        teardown_runtime(runtime)
+
+
+def _train(cfg: TrainConfig, runtime: Runtime, dataset, collate_fn, processor) -> Path:
+    per_process = cfg.per_process_batch(runtime.world)
+    resume = check_run_folder(cfg, runtime)
+    model, source = build_model(cfg, resume)
+    if dataset is None:
+        dataset, collate_fn, processor = build_dataset(cfg, model)
+    apply_phase(model, cfg.phase)
+    model.action_head.model.gradient_checkpointing = cfg.grad_checkpointing
+    model.to(runtime.device)
+    mc = model.config
+    warmup = math.ceil(cfg.warmup_ratio * cfg.max_steps)
+    sheaf = SheafSchedule(cfg.sheaf_schedule or mc.sheaf_schedule_mode,
+                          mc.lambda_sheaf_min if cfg.lambda_sheaf_min is None else cfg.lambda_sheaf_min,
+                          mc.lambda_sheaf_max if cfg.lambda_sheaf_max is None else cfg.lambda_sheaf_max,
+                          cfg.max_steps, flow_threshold=mc.sheaf_delay_until_diffusion)
+    aux_warmup = max(1, cfg.max_steps // 10) if cfg.aux_warmup_steps is None else cfg.aux_warmup_steps
+    temp_decay = cfg.max_steps if cfg.router_temp_decay_steps is None else cfg.router_temp_decay_steps
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise SvmsError(f"phase {cfg.phase} leaves no parameter trainable for this model")
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.learning_rate,
+                                  fused=runtime.device.type == "cuda")
+    svms_gen = model.svms._dropout_generator(runtime.device) if model.svms is not None else None
+
+    start_step = 0
+    if resume is not None:
+        state = read_training_state(resume)
+        start_step = state["step"]
+        optimizer.load_state_dict(state["optimizer"])
+        sheaf.load_state_dict(state["sheaf_schedule"])
+        restore_rng(state["rng"], svms_gen)
+    if runtime.main:
+        cfg.resolved = {"model_config": mc.to_dict(), "init_from": None if source is None else str(source),
+                        "world_size": runtime.world, "per_process_batch": per_process,
+                        "trainable_parameters": trainable_summary(model)}
+        (cfg.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        truncate_metrics(cfg.out, start_step)
+    if start_step >= cfg.max_steps:
+        return resume
+    logger = MetricsLogger(cfg.out, runtime.main, cfg.tensorboard, cfg.wandb, cfg.max_steps, start_step,
+                           cfg.to_dict())
+    runner = (DistributedDataParallel(model, find_unused_parameters=True) if runtime.distributed else model)
+    sampler = StepBatchSampler(len(dataset), cfg.seed, start_step, cfg.max_steps, runtime.rank, runtime.world,
+                               per_process, cfg.grad_accumulation)
+    # Its own generator: creating the loader must not draw from the global RNG a resumed run restores.
+    loader = iter(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=cfg.num_workers,
+                             pin_memory=runtime.device.type == "cuda",
+                             generator=torch.Generator().manual_seed(cfg.seed + start_step)))
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if runtime.device.type == "cuda"
+                else contextlib.nullcontext())
+
+    def save(step: int) -> Path:
+        def write_model(folder: Path) -> None:
+            model.save_pretrained(folder)
+            if processor is not None:
+                save_processor(processor, folder, model_name=mc.model_name)
+
+        state = {"step": step, "optimizer": optimizer.state_dict(), "sheaf_schedule": sheaf.state_dict(),
+                 "rng": rng_state(svms_gen)}
+        path = cfg.out / f"checkpoint-{step}"
+        if runtime.main:
+            path = write_checkpoint(cfg.out, step, write_model, state, cfg.keep_checkpoints)
+        runtime.barrier()
+        return path
+
+    last = resume
+    set_train_mode(model, cfg.phase)
+    for step in range(start_step + 1, cfg.max_steps + 1):
+        lr = cosine_lr(step, cfg.learning_rate, cfg.max_steps, warmup)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        lam_sheaf, lam_aux = sheaf.weight(step), aux_weight(step, cfg.lambda_aux, aux_warmup)
+        temperature = router_temperature(step, mc.router_temp_init, mc.router_temp_final, temp_decay)
+        if model.svms is not None:
+            model.svms.router_temperature.fill_(temperature)
+        sums = torch.zeros(5, dtype=torch.float64)
+        diagnostics: dict[str, float] = {}
+        for micro in range(cfg.grad_accumulation):
+            batch = to_device(next(loader), runtime.device)
+            positions = micro_positions(step, micro, runtime.rank, runtime.world, per_process, cfg.grad_accumulation)
+            noise, t = sample_noise(positions, cfg.seed, mc.action_horizon, mc.max_action_dim, model.action_head)
+            sync = (runner.no_sync() if runtime.distributed and micro < cfg.grad_accumulation - 1
+                    else contextlib.nullcontext())
+            with sync:
+                with autocast:
+                    out = runner(batch, noise=noise.to(runtime.device), t=t.to(runtime.device))
+                terms = [out.loss.float()]
+                if out.svms is not None:
+                    aux = out.svms.aux_loss if out.svms.aux_loss is not None else out.loss.new_zeros(())
+                    terms += [lam_sheaf * out.svms.sheaf_loss, lam_aux * aux,
+                              mc.router_balance_weight * out.svms.balance_loss]
+                total = sum(terms)
+                (total / cfg.grad_accumulation).backward()
+            values = [float(total.detach())] + [float(x.detach()) for x in terms]
+            sums[: len(values)] += torch.tensor(values, dtype=torch.float64) / cfg.grad_accumulation
+            if out.svms is not None and runtime.main and micro == 0:
+                diagnostics = svms_diagnostics(out.svms, batch["input_ids"] == model.backbone.image_token_index,
+                                               batch["attention_mask"].bool(), model.svms.config.stream_names)
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+        sums = runtime.mean(sums)
+        if not (math.isfinite(float(sums[0])) and math.isfinite(float(grad_norm))):
+            logger.close()
+            kept = newest_checkpoint(cfg.out)
+            raise SvmsError(
+                f"non-finite loss or gradient at step {step} (loss {float(sums[0])}, grad norm "
+                f"{float(grad_norm)}); the run stopped without saving. The last good checkpoint is "
+                f"{kept if kept else 'none (no checkpoint yet)'}. Lower --learning-rate, check the dataset "
+                "for NaN/Inf (svms data validate), or resume from that checkpoint."
+            )
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        sheaf.observe_flow_loss(step, float(sums[1]))
+        record: dict[str, Any] = {"step": step, "loss": float(sums[0]), "flow_loss": float(sums[1])}
+        if model.svms is not None:
+            record.update(sheaf_loss=float(sums[2]), aux_loss=float(sums[3]), balance_loss=float(sums[4]),
+                          lambda_sheaf=lam_sheaf, lambda_aux=lam_aux, router_temperature=temperature)
+        record.update(lr=lr, grad_norm=float(grad_norm), **diagnostics)
+        logger.log(step, record, cfg.global_batch_size,
+                   print_line=step % cfg.log_every == 0 or step == cfg.max_steps)
+        if step % cfg.save_every == 0 or step == cfg.max_steps:
+            last = save(step)
+    logger.close()
+    return last
