@@ -55,7 +55,7 @@ class SheafStreams(nn.Module):
             self.register_buffer("aux_block_mask", torch.block_diag(
                 *[torch.ones(1, c.d_stream) for _ in range(c.n_streams)]), persistent=False)
 
-    def _dropout_generator(self, device: torch.device) -> torch.Generator:
+    def dropout_generator(self, device: torch.device) -> torch.Generator:
         """A private RNG for stream dropout, seeded from torch's seed without drawing from the global
         RNG, so enabling SVMS does not shift the random draws of the model around it."""
         gen = getattr(self, "_generator", None)
@@ -129,7 +129,7 @@ class SheafStreams(nn.Module):
         weights = self.router(features, temperature)  # (B, T, S) fp32
         balance = balance_loss(weights, mask, c.balance_mode)
         if self.training and c.stream_dropout_p > 0:
-            weights = drop_streams(weights, c.stream_dropout_p, self._dropout_generator(weights.device))
+            weights = drop_streams(weights, c.stream_dropout_p, self.dropout_generator(weights.device))
         weights = weights * m.unsqueeze(-1)
 
         mixed = (x * weights.unsqueeze(-1).to(x.dtype)).flatten(-2)  # (B, T, S*d_stream)

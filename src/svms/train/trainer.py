@@ -153,7 +153,7 @@ def _train(cfg: TrainConfig, runtime: Runtime, dataset, collate_fn, processor) -
         raise SvmsError(f"phase {cfg.phase} leaves no parameter trainable for this model")
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.learning_rate,
                                   fused=runtime.device.type == "cuda")
-    svms_gen = model.svms._dropout_generator(runtime.device) if model.svms is not None else None
+    svms_gen = model.svms.dropout_generator(runtime.device) if model.svms is not None else None
 
     start_step = 0
     if resume is not None:
