@@ -381,3 +381,12 @@ def test_bf16_autocast_runs():
     loss.backward()
     assert torch.isfinite(loss)
     assert out.sheaf_loss.dtype == torch.float32
+
+
+def test_without_router_every_stream_gets_equal_weight():
+    m = build(use_router=False)
+    mask = torch.ones(2, 5, dtype=torch.bool)
+    mask[0, 3:] = False
+    out = m(torch.randn(2, 5, 24), mask)
+    torch.testing.assert_close(out.router_weights[mask], torch.full((int(mask.sum()), 3), 1 / 3))
+    assert out.balance_loss == 0

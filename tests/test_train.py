@@ -38,6 +38,8 @@ def tiny_model(svms: bool = False, seed: int = 0) -> Gr00tN1d6:
 
 def run(tmp: Path, **kw) -> tuple[Path, list[dict]]:
     svms = kw.get("svms", kw.get("phase", "scratch") != "scratch")
+    if kw.get("arm"):
+        svms = kw["arm"] != "baseline"
     data = SyntheticDataset(tiny_model(bool(svms)), size=12)
     base = dict(dataset=tmp / "unused", out=tmp / "run", max_steps=4, save_every=2, global_batch_size=2,
                 tensorboard=False, log_every=100)
@@ -273,3 +275,19 @@ def test_two_processes_on_cpu_match_one_process(tmp_path):
     assert [x["step"] for x in two] == [1, 2, 3]
     for a, b in zip(one, two, strict=True):
         assert abs(a["loss"] - b["loss"]) < 1e-5, (a, b)
+
+
+@pytest.mark.parametrize("arm", ["baseline", "svms", "svms-no-sheaf", "svms-no-router", "svms-no-aux"])
+def test_every_arm_is_one_flag_and_trains(tmp_path, arm):
+    _, lines = run(tmp_path, phase="3" if arm == "baseline" else "1", arm=arm, svms=None, max_steps=1)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["arm"] == arm and saved["svms"] == (arm != "baseline")
+    model_config = saved["resolved"]["model_config"]
+    if arm == "svms-no-router":
+        assert model_config["use_router"] is False and lines[-1]["balance_loss"] == 0.0
+    if arm == "svms-no-sheaf":
+        assert model_config["sheaf_unroll_steps"] == 0 and lines[-1]["sheaf_loss"] == 0.0
+    if arm == "svms-no-aux":
+        assert model_config["use_aux_losses"] is False and lines[-1]["aux_loss"] == 0.0
+    if arm == "svms":
+        assert lines[-1]["aux_loss"] > 0 and lines[-1]["balance_loss"] > 0

@@ -136,6 +136,7 @@ class Gr00tN1d6Config:
     router_temp_decay_steps: int = 15000
     router_balance_weight: float = 0.01
     router_stream_dropout_p: float = 0.15
+    use_router: bool = True  # False: uniform stream weights (the "no router" ablation)
     # Keys of a loaded config.json this class does not define; written back by `to_dict`.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -185,7 +186,7 @@ class Gr00tN1d6Config:
                 d_model=self.backbone_embedding_dim, n_streams=self.n_streams, d_stream=self.d_stream,
                 d_overlap=self.d_overlap, adapter_rank=self.adapter_rank,
                 diffusion_steps=self.sheaf_unroll_steps, stream_dropout_p=self.router_stream_dropout_p,
-                use_aux_heads=self.use_aux_losses,
+                use_aux_heads=self.use_aux_losses, use_router=self.use_router,
             )
         except SheafConfigError as err:
             raise SvmsError(f"invalid model config (SVMS fields): {err}") from err

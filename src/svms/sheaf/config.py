@@ -52,6 +52,8 @@ class SheafStreamsConfig:
     stream_dropout_p: float = 0.15
     balance_mode: str = "kl"
     use_aux_heads: bool = True
+    # False: every stream gets weight 1/S at every token (the "no router" ablation).
+    use_router: bool = True
     # Anti-collapse terms of the consistency loss (see `svms.sheaf` docstring). With weight 2 a
     # fully collapsed map (constant or rank-1 outputs) costs 2, the largest value the normalised
     # disagreement can take, so collapsing can never lower the loss.

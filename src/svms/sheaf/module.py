@@ -126,8 +126,12 @@ class SheafStreams(nn.Module):
 
         if temperature is None:
             temperature = float(self.router_temperature)
-        weights = self.router(features, temperature)  # (B, T, S) fp32
-        balance = balance_loss(weights, mask, c.balance_mode)
+        if c.use_router:
+            weights = self.router(features, temperature)  # (B, T, S) fp32
+            balance = balance_loss(weights, mask, c.balance_mode)
+        else:
+            weights = features.new_full((B, T, c.n_streams), 1.0 / c.n_streams, dtype=torch.float32)
+            balance = features.new_zeros((), dtype=torch.float32)
         if self.training and c.stream_dropout_p > 0:
             weights = drop_streams(weights, c.stream_dropout_p, self.dropout_generator(weights.device))
         weights = weights * m.unsqueeze(-1)

@@ -24,6 +24,15 @@ from svms.train.schedules import SHEAF_MODES
 
 PHASES = ("scratch", "1", "2", "3")
 
+# Each arm of the comparison is one flag: (svms on?, flag values, model-config overrides).
+ARMS: dict[str, tuple[bool, dict[str, Any], tuple[str, ...]]] = {
+    "baseline": (False, {}, ()),
+    "svms": (True, {}, ()),
+    "svms-no-sheaf": (True, {"sheaf_schedule": "off"}, ("sheaf_unroll_steps=0",)),
+    "svms-no-router": (True, {}, ("use_router=false",)),
+    "svms-no-aux": (True, {"lambda_aux": 0.0}, ("use_aux_losses=false",)),
+}
+
 PHASE_DEFAULTS: dict[str, dict[str, Any]] = {
     "scratch": {"lambda_aux": 0.3, "sheaf_schedule": None, "learning_rate": 3e-4, "global_batch_size": 8},
     "1": {"lambda_aux": 0.5, "sheaf_schedule": "off", "learning_rate": 1e-4, "global_batch_size": 16},
@@ -49,6 +58,8 @@ class TrainConfig:
     """scratch: train everything; 1: SVMS only; 2: + bottom half of the DiT; 3: action head + SVMS + top LLM layers"""
     svms: bool | None = None
     """SVMS on/off (default: on for phases 1-3, off for scratch)"""
+    arm: str | None = None
+    """comparison arm: baseline, svms, svms-no-sheaf, svms-no-router, svms-no-aux (sets --svms and the ablation)"""
     init: Path | None = None
     """a GR00T N1.6 checkpoint folder, or a previous run (its newest checkpoint)"""
     embodiment_tag: str = "new_embodiment"
@@ -99,8 +110,21 @@ class TrainConfig:
         self.phase = str(self.phase)
         if self.phase not in PHASES:
             raise SvmsError(f"--phase {self.phase!r}: use one of {', '.join(PHASES)}")
+        if self.arm is not None:
+            if self.arm not in ARMS:
+                raise SvmsError(f"--arm {self.arm!r}: use one of {', '.join(ARMS)}")
+            svms, flags, overrides = ARMS[self.arm]
+            if self.svms is not None and self.svms != svms:
+                raise SvmsError(f"--arm {self.arm} {'needs' if svms else 'excludes'} SVMS; drop --svms/--no-svms")
+            self.svms = svms
+            for name, value in flags.items():
+                if getattr(self, name) is None:
+                    setattr(self, name, value)
+            self.model_override = tuple(overrides) + tuple(x for x in self.model_override if x not in overrides)
         if self.svms is None:
             self.svms = self.phase != "scratch"
+        if self.arm is None:
+            self.arm = "svms" if self.svms else "baseline"
         if not self.svms and self.phase in ("1", "2"):
             raise SvmsError(f"--phase {self.phase} trains the SVMS streams, so it cannot run with --no-svms; "
                             "use --phase 3 --no-svms for the baseline fine-tune or --phase scratch")
