@@ -384,7 +384,7 @@ def test_bf16_autocast_runs():
 
 
 def test_without_router_every_stream_gets_equal_weight():
-    m = build(use_router=False)
+    m = build(use_router=False).eval()  # (stream dropout still applies in training)
     mask = torch.ones(2, 5, dtype=torch.bool)
     mask[0, 3:] = False
     out = m(torch.randn(2, 5, 24), mask)
