@@ -1,0 +1,157 @@
+"""`report.md` of a comparison: the verdict as measured, one table per metric and scope, figures, caveats.
+
+`write_report(result, out)` writes `out/report.md`, `out/comparison.json` (the same numbers, machine-readable)
+and `out/figures/*.png`; PNGs other tools already put in `out/figures/` (the router heatmap) are embedded too.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from svms.eval import stats
+from svms.eval.compare import BASELINE, METRICS, OVERALL, ArmStat, CompareResult, Comparison
+from svms.eval.plots import write_figures
+
+
+def write_report(result: CompareResult, out: Path) -> Path:
+    """Write report.md, comparison.json and the figures into `out`; returns the report's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    figures = write_figures(result, out / "figures")
+    others = sorted(p for p in (out / "figures").glob("*.png") if p not in figures)
+    (out / "comparison.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    path = out / "report.md"
+    path.write_text(render(result, [p.relative_to(out) for p in figures + others]))
+    return path
+
+
+def primary_arm(result: CompareResult) -> str:
+    """The arm the verdict is about: full SVMS when present, else the first ablation."""
+    return "svms" if "svms" in result.arms else next(a for a in result.arms if a != BASELINE)
+
+
+def _num(x: float | None, sign: str = "") -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:{sign}.4g}"
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None or not math.isfinite(x) else f"{x:+.1f} %"
+
+
+def _p(p: float) -> str:
+    return "n/a" if not math.isfinite(p) else ("< 0.001" if p < 0.001 else f"{p:.3g}")
+
+
+def _find(result: CompareResult, metric: str, scope: str, arm: str) -> Comparison | None:
+    return next((c for c in result.comparisons if (c.metric, c.scope, c.arm) == (metric, scope, arm)), None)
+
+
+def verdict(result: CompareResult) -> str:
+    """One sentence per headline metric of the primary arm, stated as measured."""
+    arm = primary_arm(result)
+    parts = []
+    mse = _find(result, "open_loop_mse", OVERALL, arm)
+    if mse is not None:
+        b, t = result.stat(mse.metric, OVERALL, BASELINE), result.stat(mse.metric, OVERALL, arm)
+        parts.append(f"open-loop MSE **{mse.label}** ({_pct(mse.relative_pct)}, 95 % CI {_pct(mse.relative_lo)} "
+                     f"to {_pct(mse.relative_hi)}; {len(t.seeds)} vs {len(b.seeds)} seeds, {t.n} episodes)")
+    success = _find(result, "success", OVERALL, arm)
+    if success is not None:
+        b, t = result.stat("success", OVERALL, BASELINE), result.stat("success", OVERALL, arm)
+        parts.append(f"closed-loop success **{success.label}** ({t.successes}/{t.n} = {t.mean:.0%} vs "
+                     f"{b.successes}/{b.n} = {b.mean:.0%}, Fisher p = {_p(success.p)})")
+    if not parts:
+        return f"No measurement compares {arm} with the baseline (see the notes)."
+    return f"As measured, {arm} against the baseline: " + "; ".join(parts) + "."
+
+
+def _error_table(result: CompareResult, metric: str, scope: str) -> list[str]:
+    rows = ["| arm | seeds | mean (95 % CI) | Δ vs baseline (95 % CI) | Δ % (95 % CI) | bootstrap p | label |",
+            "|---|---|---|---|---|---|---|"]
+    for arm in result.arms:
+        s = result.stat(metric, scope, arm)
+        if s is None:
+            continue
+        head = f"| {arm} | {_seeds(s)} | {_num(s.mean)} ({_num(s.lo)} to {_num(s.hi)}) |"
+        c = _find(result, metric, scope, arm)
+        if c is None:
+            rows.append(head + " reference | | | |" if arm == BASELINE else head + " no baseline | | | |")
+            continue
+        delta = f"{_num(c.delta, '+')} ({_num(c.delta_lo, '+')} to {_num(c.delta_hi, '+')})"
+        rows.append(head + f" {delta} | {_pct(c.relative_pct)} ({_pct(c.relative_lo)} to {_pct(c.relative_hi)}) | "
+                    f"{_p(c.p)} | **{c.label}** |")
+    return rows
+
+
+def _success_table(result: CompareResult, scope: str) -> list[str]:
+    rows = ["| arm | seeds | success | 95 % Wilson | Δ vs baseline (95 % CI, points) | Fisher p | label |",
+            "|---|---|---|---|---|---|---|"]
+    for arm in result.arms:
+        s = result.stat("success", scope, arm)
+        if s is None:
+            continue
+        head = f"| {arm} | {_seeds(s)} | {s.successes}/{s.n} = {_rate(s.mean)} | {_rate(s.lo)} to {_rate(s.hi)} |"
+        c = _find(result, "success", scope, arm)
+        if c is None:
+            rows.append(head + (" reference | | |" if arm == BASELINE else " no baseline | | |"))
+            continue
+        rows.append(head + f" {100 * c.delta:+.1f} ({100 * c.delta_lo:+.1f} to {100 * c.delta_hi:+.1f}) | "
+                    f"{_p(c.p)} | **{c.label}** |")
+    return rows
+
+
+def _rate(x: float) -> str:
+    return "n/a" if not math.isfinite(x) else f"{100 * x:.0f} %"
+
+
+def _seeds(s: ArmStat) -> str:
+    return f"{len(s.seeds)} ({', '.join(map(str, s.seeds))})"
+
+
+def _scope_title(scope: str, stat: ArmStat | None, metric: str) -> str:
+    where = "all tasks" if scope == OVERALL else f"task {scope}"
+    name = METRICS[metric][0].upper() + METRICS[metric][1:]
+    if stat is None or metric == "success":
+        return f"{name}, {where}"
+    return f"{name}, {where} ({stat.n} episodes evaluated by every run)"
+
+
+RULES = f"""\
+- **improved / regressed**: the difference is significant and favours the arm / the baseline. Open-loop
+  error: the 95 % bootstrap CI of (arm − baseline) excludes 0 (lower error is better). Closed-loop success:
+  Fisher's exact test gives p < {stats.ALPHA} (higher success is better).
+- **no significant change**: not significant; for open-loop error, in addition, the 95 % CI of the change
+  lies within ±{stats.EQUIVALENCE_PCT:.0f} % of the baseline, so a change of {stats.EQUIVALENCE_PCT:.0f} % or more is
+  ruled out. For success rates it only means p ≥ {stats.ALPHA}: the CI of Δ shows how large a change is still possible.
+- **underpowered**: fewer than {stats.MIN_SEEDS} seeds in an arm (a difference cannot then be told apart from the
+  5–6 % by which identical runs differ), fewer than {stats.MIN_EPISODES} paired episodes (open loop) or
+  {stats.MIN_TRIALS} trials per arm (closed loop), or an open-loop CI too wide to rule out a
+  {stats.EQUIVALENCE_PCT:.0f} % change. Add seeds or episodes before concluding anything.
+
+Open-loop errors are in physical units, averaged per episode (each episode counts once) over the episodes every
+run evaluated. Their CIs resample seeds within each arm and episodes (the same episodes for both arms, so the
+comparison is paired), 10,000 times with a fixed seed. Success counts are pooled over seeds; the CI of Δ is
+Newcombe's, built from the Wilson intervals. Pooling trials over seeds treats them as independent, which
+understates seed-to-seed variation: prefer more seeds to more trials per seed."""
+
+
+def render(result: CompareResult, figures: list[Path]) -> str:
+    lines = ["# Does SVMS help? Baseline vs SVMS", "", f"**Verdict.** {verdict(result)}", "", "## Runs", "",
+             "| arm | phase | seeds | with open-loop results | with closed-loop results |", "|---|---|---|---|---|"]
+    for arm, rs in result.arms.items():
+        lines.append(f"| {arm} | {rs[0].phase} | {', '.join(str(r.seed) for r in rs)} | "
+                     f"{sum(r.open_loop is not None for r in rs)} | {sum(r.closed_loop is not None for r in rs)} |")
+    for metric in METRICS:
+        for scope in result.scopes(metric):
+            lines += ["", f"## {_scope_title(scope, result.stat(metric, scope, BASELINE), metric)}", ""]
+            lines += _success_table(result, scope) if metric == "success" else _error_table(result, metric, scope)
+    if figures:
+        lines += ["", "## Figures", ""] + [f"![{p.stem}]({p.as_posix()})" for p in figures]
+    lines += ["", "## Notes on the data", ""]
+    lines += [f"- {n}" for n in result.notes] or ["- every compared run has every evaluation"]
+    lines += ["", "## How to read the labels", "", RULES, "",
+              f"This report makes {len(result.comparisons)} comparisons, each at the 5 % level: about one in "
+              "twenty can come out improved or regressed by chance alone. The headline is the verdict above; "
+              "per-task and ablation rows are for exploring, not for claims.", ""]
+    return "\n".join(lines)
