@@ -36,5 +36,10 @@ else
 fi
 echo "[setup] installing svms-gr00t[$extras] (editable)" >&2
 "${pip[@]}" -e "$root[$extras]"
+if [[ ",$extras," == *",sim,"* ]]; then
+    # See pyproject.toml: robosuite's pin mink==0.0.5 -> numpy<2 would break pyarrow; mink is unused.
+    echo "[setup] installing robosuite 1.5.2 (--no-deps; its runtime deps come with the sim extra)" >&2
+    "${pip[@]}" --no-deps "robosuite==1.5.2"
+fi
 printf '%s' "$want" > "$stamp"
 echo "[setup] done: $venv" >&2
