@@ -13,8 +13,11 @@ from typing import Annotated, Union
 import tyro
 
 from svms.commands.compat import CompatCheck, CompatManifest
+from svms.commands.data import DataAuxCoverage, DataInspect, DataStats, DataValidate
 from svms.commands.memory import Memory
+from svms.commands.serve import Serve
 from svms.commands.sheaf import SheafDemo
+from svms.commands.sim import SimGenerate, SimRollout
 from svms.commands.train import Train, expand_svms_flags
 from svms.errors import SvmsError
 
@@ -29,8 +32,14 @@ def command_group(name: str, doc: str, members: dict[str, type]) -> type:
 COMMANDS: dict[str, type] = {
     "compat": command_group("Compat", "Parity with NVIDIA's reference implementation (fixtures, manifest).",
                             {"check": CompatCheck, "manifest": CompatManifest}),
+    "data": command_group("Data", "LeRobot v2 datasets: summary, strict validation, statistics, aux-label coverage.",
+                          {"inspect": DataInspect, "validate": DataValidate, "stats": DataStats,
+                           "aux-coverage": DataAuxCoverage}),
     "memory": Memory,
+    "serve": Serve,
     "sheaf-demo": SheafDemo,
+    "sim": command_group("Sim", "Simulated RoboCasa-style demonstrations and closed-loop evaluation (robosuite).",
+                         {"generate": SimGenerate, "rollout": SimRollout}),
     "train": Train,
 }
 

@@ -105,7 +105,7 @@ def check_run_folder(cfg: TrainConfig, runtime: Runtime) -> Path | None:
     """Create RUN (or say why not); on resume, refuse a run started with other phase/model flags."""
     try:
         cfg.out.mkdir(parents=True, exist_ok=True)
-        probe = cfg.out / ".write-test"
+        probe = cfg.out / f".write-test-{runtime.rank}"
         probe.write_text("")
         probe.unlink()
     except OSError as err:

@@ -1,0 +1,97 @@
+"""`svms data …`: look at, check and prepare GR00T-flavoured LeRobot v2 datasets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import tyro
+
+from svms.errors import SvmsError
+
+
+@dataclass
+class DataInspect:
+    """Summarise a dataset: episodes, frames, fps, tasks, cameras, state/action keys, embodiment."""
+
+    path: Annotated[Path, tyro.conf.Positional]
+    """dataset folder (the one containing meta/)"""
+
+    def run(self) -> int:
+        from svms.data.lerobot import inspect_dataset
+
+        for line in inspect_dataset(self.path).lines():
+            print(line)
+        return 0
+
+
+@dataclass
+class DataValidate:
+    """Check a dataset strictly; exit 1 on any inconsistency (each printed with its file and the fix).
+
+    A dataset that lacks only meta/stats.json is valid; the note says how to compute it.
+    """
+
+    path: Annotated[Path, tyro.conf.Positional]
+    """dataset folder (the one containing meta/)"""
+
+    def run(self) -> int:
+        from svms.data.lerobot import validate_dataset
+
+        problems = validate_dataset(self.path, progress=True)
+        for p in problems:
+            print(p)
+        errors = [p for p in problems if p.severity == "error"]
+        if errors:
+            raise SvmsError(
+                f"{self.path}: {len(errors)} problem(s) found (listed above); fix them and "
+                "run `svms data validate` again."
+            )
+        print(f"{self.path}: valid")
+        return 0
+
+
+@dataclass
+class DataStats:
+    """Write meta/stats.json (float columns) and meta/relative_stats.json (relative action keys) in place."""
+
+    path: Annotated[Path, tyro.conf.Positional]
+    """dataset folder (the one containing meta/)"""
+    embodiment_tag: str = "new_embodiment"
+    """embodiment whose modality config says which action keys are relative"""
+
+    def run(self) -> int:
+        from svms.data.lerobot import write_stats
+
+        for written in write_stats(self.path, self.embodiment_tag, progress=True):
+            print(f"wrote {written}")
+        return 0
+
+
+@dataclass
+class DataAuxCoverage:
+    """How much of a dataset's instructions the SVMS keyword sets label, per stream, and the most
+    frequent unlabelled words (candidates for the keyword lists)."""
+
+    path: Annotated[Path, tyro.conf.Positional]
+    """dataset folder (the one containing meta/)"""
+    top: int = 20
+    """unlabelled words to list"""
+
+    def run(self) -> int:
+        from svms.data.aux_labels import aux_coverage
+        from svms.data.language import normalize_language
+        from svms.data.lerobot import load_meta
+
+        meta = load_meta(self.path)
+        texts = [normalize_language(t) for ep in meta.episodes for t in ep.tasks]
+        if not texts:
+            raise SvmsError(f"{self.path}: meta/episodes.jsonl lists no instruction (no episode has tasks).")
+        cov = aux_coverage(texts, top=self.top)
+        print(f"{cov.n_texts} instructions (one per episode and task), {cov.n_tokens} tokens")
+        for name, share in cov.stream_share.items():
+            print(f"  {name:<9} {100 * share:5.1f}% of tokens labelled")
+        print(f"  any       {100 * cov.any_share:5.1f}%")
+        print("most frequent unlabelled words: " + ", ".join(f"{w} ({n})" for w, n in cov.unlabelled))
+        return 0

@@ -1,0 +1,82 @@
+"""`svms serve`: a checkpoint behind GR00T's policy-server protocol (`svms.serve`)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+#: Weights above this on a CPU mean the 3B model: seconds to minutes per request, so refuse unless asked.
+CPU_WEIGHT_LIMIT_BYTES = 2 * 1024**3
+
+
+@dataclass
+class Serve:
+    """Serve a baseline or SVMS checkpoint over GR00T's ZeroMQ + msgpack policy protocol, so NVIDIA's
+    RoboCasa rollout client (or any GR00T client) can drive it unchanged.
+
+    Endpoints ping, kill, get_action, reset and get_modality_config; arrays in both GR00T encodings;
+    every bad request gets an {"error": ...} reply. Stop with Ctrl-C, SIGTERM or the kill endpoint.
+    """
+
+    checkpoint: Path
+    """checkpoint folder (config.json, weights, processor files) or a run folder (its newest checkpoint)"""
+    embodiment_tag: str | None = None
+    """embodiment to serve (default: the checkpoint's only tag with statistics)"""
+    host: str = "127.0.0.1"
+    """interface to listen on (0.0.0.0 for every interface)"""
+    port: int = 5555
+    sim_wrapper: bool = False
+    """flat observation keys video.<cam> / state.<key> and action.<key> replies, as GR00T's sim clients send"""
+    api_token: str | None = None
+    """require this token in every request's api_token field"""
+    device: str = "auto"
+    """auto, cpu or cuda (the 3B model needs cuda)"""
+    denoising_steps: int | None = None
+    """Euler steps of the action head (default: the checkpoint's)"""
+    wire: Literal["auto", "npy", "msgpack-numpy"] = "auto"
+    """reply array encoding: auto (the request's), npy (N1.6 era) or msgpack-numpy (N1.7 era)"""
+    log_requests: Path | None = None
+    """append one JSON line per request (endpoint, ok/error, batch, bytes, latencies in ms) to this file"""
+    seed: int | None = None
+    """seed the sampling noise; reset re-seeds it, so each episode draws the same noise"""
+
+    def run(self) -> int:
+        from svms.errors import SvmsError
+        from svms.eval.policy import Gr00tPolicy, pick_device
+        from svms.serve.server import WIRE_CHOICES, PolicyServer, warm_up
+
+        if self.wire not in WIRE_CHOICES:  # before the slow load
+            raise SvmsError(f"--wire {self.wire!r}: expected one of {list(WIRE_CHOICES)}")
+        if not logging.getLogger().handlers:
+            logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+        folder = self._folder()
+        if pick_device(self.device).type == "cpu":
+            self._check_fits_cpu(folder)
+        logging.getLogger("svms.serve").info("loading %s", folder)
+        policy = Gr00tPolicy.from_checkpoint(folder, self.embodiment_tag, device=self.device,
+                                             denoising_steps=self.denoising_steps, seed=self.seed)
+        warm_up(policy)
+        server = PolicyServer(policy, sim_wrapper=self.sim_wrapper, api_token=self.api_token, wire=self.wire,
+                              seed=self.seed)
+        server.serve(self.host, self.port, self.log_requests)
+        return 0
+
+    def _folder(self) -> Path:
+        from svms.errors import SvmsError
+        from svms.train.checkpoints import resolve_init
+
+        try:
+            return resolve_init(Path(self.checkpoint))
+        except SvmsError:
+            raise SvmsError(f"--checkpoint {self.checkpoint}: neither a checkpoint folder (config.json, weights, "
+                            "processor files) nor a run folder holding a checkpoint-<step>/") from None
+
+    def _check_fits_cpu(self, folder: Path) -> None:
+        from svms.errors import SvmsError
+
+        size = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+        if size > CPU_WEIGHT_LIMIT_BYTES and self.device == "auto":
+            raise SvmsError(f"{folder} holds {size / 1024**3:.1f} GiB of weights (the 3B model) and no CUDA GPU "
+                            "is visible; serve it on a GPU machine, or pass --device cpu to serve it slowly anyway")

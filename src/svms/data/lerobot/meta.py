@@ -1,0 +1,341 @@
+"""The `meta/` folder of a GR00T-flavoured LeRobot v2 dataset (spec §7.1–§7.2), parsed with clear errors.
+
+Everything a loader, validator or summary needs from metadata lives here: `info.json` (paths,
+fps, features), `episodes.jsonl`, `tasks.jsonl`, `modality.json` (GR00T's key → slice map) and the
+optional statistics files. Quirks NVIDIA's own files have are accepted on purpose: `splits` naming
+more episodes than exist, `total_chunks: 0`, v2.0's `video_info` next to v2.1's `info`, float fps.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from svms.errors import SvmsError
+
+SUPPORTED_VERSIONS = ("v2.0", "v2.1")
+STAT_NAMES = ("mean", "std", "min", "max", "q01", "q99")
+STATE_COLUMN = "observation.state"
+ACTION_COLUMN = "action"
+#: Language keys read from episodes.jsonl instead of a parquet column (spec §7.1).
+EPISODE_LANGUAGE_KEYS = ("task", "sub_task")
+
+MODALITY_JSON_HOWTO = (
+    'Write meta/modality.json next to info.json: {"state": {KEY: {"start": 0, "end": D}}, '
+    '"action": {KEY: {"start": 0, "end": D}}, "video": {KEY: {"original_key": '
+    '"observation.images.CAMERA"}}, "annotation": {"human.action.task_description": '
+    '{"original_key": "task_index"}}}, where start/end slice the concatenated '
+    "observation.state / action vectors (Python slice, end exclusive)."
+)
+INFO_JSON_HOWTO = (
+    'meta/info.json must be a JSON object with codebase_version ("v2.1"), fps, chunks_size, '
+    'data_path (e.g. "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"), '
+    'video_path (e.g. "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4") '
+    "and features (one entry per parquet column and per camera, each with dtype and shape)."
+)
+
+
+@dataclass(frozen=True)
+class SubTask:
+    """A span of an episode with its own instruction (`sub_tasks` of episodes.jsonl)."""
+
+    start: int
+    end: int
+    text: str
+
+
+@dataclass(frozen=True)
+class EpisodeInfo:
+    """One line of episodes.jsonl: index, declared length, task strings, optional sub-tasks."""
+
+    index: int
+    length: int
+    tasks: tuple[str, ...]
+    sub_tasks: tuple[SubTask, ...] = ()
+
+
+@dataclass(frozen=True)
+class DatasetMeta:
+    """Parsed `meta/` of one dataset; paths of episode files are derived from `info.json`'s patterns."""
+
+    root: Path
+    info: dict[str, Any]
+    episodes: tuple[EpisodeInfo, ...]
+    tasks: dict[int, str]
+    modality: dict[str, Any]
+    stats: dict[str, dict[str, list]] | None = None
+    relative_stats: dict[str, dict[str, list]] | None = None
+    problems: tuple[str, ...] = field(default=())
+    """Soft inconsistencies of episodes/tasks (the loader warns, `validate` fails)."""
+
+    @property
+    def version(self) -> str:
+        return str(self.info["codebase_version"])
+
+    @property
+    def fps(self) -> float:
+        return float(self.info.get("fps", 30))
+
+    @property
+    def chunks_size(self) -> int:
+        return int(self.info.get("chunks_size", 1000))
+
+    @property
+    def features(self) -> dict[str, Any]:
+        return self.info.get("features", {})
+
+    @property
+    def robot_type(self) -> str | None:
+        return self.info.get("robot_type")
+
+    def data_path(self, episode_index: int) -> Path:
+        """The parquet file of an episode (chunk = episode_index // chunks_size)."""
+        rel = self.info["data_path"].format(
+            episode_chunk=episode_index // self.chunks_size, episode_index=episode_index
+        )
+        return self.root / rel
+
+    def video_path(self, episode_index: int, video_key: str) -> Path:
+        """The mp4 of camera `video_key` (a modality.json video key) for an episode."""
+        rel = self.info["video_path"].format(
+            episode_chunk=episode_index // self.chunks_size,
+            video_key=self.video_original_key(video_key),
+            episode_index=episode_index,
+        )
+        return self.root / rel
+
+    def video_original_key(self, video_key: str) -> str:
+        return self.modality["video"][video_key]["original_key"]
+
+    def column_of(self, modality: str, key: str) -> str:
+        """Parquet column holding a state/action key (its `original_key`, else the concatenated column)."""
+        entry = self.modality[modality][key]
+        return entry.get("original_key") or (STATE_COLUMN if modality == "state" else ACTION_COLUMN)
+
+    def key_slice(self, modality: str, key: str) -> slice:
+        entry = self.modality[modality][key]
+        return slice(entry["start"], entry["end"])
+
+    def language_column(self, language_key: str) -> str | None:
+        """Parquet column of an `annotation.*` language key; None for the episodes.jsonl keys."""
+        if language_key in EPISODE_LANGUAGE_KEYS:
+            return None
+        name = language_key.removeprefix("annotation.")
+        entry = self.modality.get("annotation", {}).get(name)
+        if entry is None:
+            raise SvmsError(
+                f"{self.root / 'meta/modality.json'}: language key {language_key!r} has no entry "
+                f'{name!r} under "annotation" (it declares {sorted(self.modality.get("annotation", {}))}); '
+                "add it, or pick one of those keys in the embodiment's language modality."
+            )
+        return entry.get("original_key") or language_key
+
+    def float_columns(self) -> list[str]:
+        """Columns that get statistics: every feature whose dtype contains "float" (spec §7.1)."""
+        return [k for k, f in self.features.items() if "float" in str(f.get("dtype", ""))]
+
+    def feature_width(self, column: str) -> int | None:
+        """Declared width of a 1-D feature (`shape[0]`), None when undeclared."""
+        shape = self.features.get(column, {}).get("shape")
+        return int(shape[0]) if shape else None
+
+    def video_feature_info(self, video_key: str) -> dict[str, Any]:
+        """Declared codec/size of a camera; v2.0 calls the block `video_info`, v2.1 `info`."""
+        feat = self.features.get(self.video_original_key(video_key), {})
+        info = dict(feat.get("info") or feat.get("video_info") or {})
+        shape = feat.get("shape")
+        if shape and len(shape) == 3:
+            info.setdefault("video.height", shape[0])
+            info.setdefault("video.width", shape[1])
+        return info
+
+    @property
+    def total_frames(self) -> int:
+        return sum(e.length for e in self.episodes)
+
+
+def read_json(path: Path, howto: str) -> Any:
+    """Parse a JSON file; a missing or malformed file is an SvmsError naming it and `howto` fix it."""
+    if not path.is_file():
+        raise SvmsError(f"{path} does not exist. {howto}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SvmsError(f"{path} is not valid JSON ({e}). {howto}") from None
+
+
+def read_jsonl(path: Path, howto: str) -> list[dict[str, Any]]:
+    """One JSON object per non-empty line; errors name the line."""
+    if not path.is_file():
+        raise SvmsError(f"{path} does not exist. {howto}")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise SvmsError(f"{path} line {n} is not valid JSON ({e}). {howto}") from None
+        if not isinstance(row, dict):
+            raise SvmsError(f"{path} line {n} is not a JSON object. {howto}")
+        rows.append(row)
+    return rows
+
+
+def _check_info(info: Any, path: Path) -> None:
+    if not isinstance(info, dict):
+        raise SvmsError(f"{path} is not a JSON object. {INFO_JSON_HOWTO}")
+    version = info.get("codebase_version")
+    if isinstance(version, str) and version.startswith("v3"):
+        raise SvmsError(
+            f"{path}: codebase_version {version!r} is LeRobot v3, which packs many episodes into "
+            "each parquet/mp4 file; GR00T datasets use the per-episode v2 layout. Convert the "
+            "dataset to v2.1 first (LeRobot ships conversion scripts between the two formats), "
+            "then add meta/modality.json."
+        )
+    if version not in SUPPORTED_VERSIONS:
+        raise SvmsError(
+            f"{path}: codebase_version is {version!r}; supported are {list(SUPPORTED_VERSIONS)}. "
+            "Set it to the LeRobot version that wrote the dataset (v2.0 or v2.1)."
+        )
+    for name, kind in (("data_path", str), ("video_path", str), ("features", dict)):
+        if not isinstance(info.get(name), kind):
+            raise SvmsError(f"{path}: field {name!r} is missing or not a {kind.__name__}. {INFO_JSON_HOWTO}")
+    for name in ("fps", "chunks_size"):
+        value = info.get(name, 1)
+        if not isinstance(value, (int, float)) or value <= 0:
+            raise SvmsError(f"{path}: field {name!r} must be a positive number, got {value!r}.")
+
+
+def check_modality_json(modality: Any, path: Path) -> None:
+    """Structure of modality.json: state/action slices with 0 ≤ start < end, video original keys."""
+    if not isinstance(modality, dict):
+        raise SvmsError(f"{path} is not a JSON object. {MODALITY_JSON_HOWTO}")
+    for name in ("state", "action", "video"):
+        if not isinstance(modality.get(name), dict):
+            raise SvmsError(f"{path}: section {name!r} is missing or not an object. {MODALITY_JSON_HOWTO}")
+    for name in ("state", "action"):
+        for key, entry in modality[name].items():
+            start = entry.get("start") if isinstance(entry, dict) else None
+            end = entry.get("end") if isinstance(entry, dict) else None
+            if not (isinstance(start, int) and isinstance(end, int) and 0 <= start < end):
+                raise SvmsError(
+                    f'{path}: {name} key {key!r} needs integer "start" and "end" with '
+                    f"0 <= start < end, got {entry!r}. {MODALITY_JSON_HOWTO}"
+                )
+    for key, entry in modality["video"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("original_key"), str):
+            raise SvmsError(
+                f'{path}: video key {key!r} needs an "original_key" naming its camera feature in '
+                f'info.json (e.g. "observation.images.{key}"), got {entry!r}.'
+            )
+    if not isinstance(modality.get("annotation", {}), dict):
+        raise SvmsError(f"{path}: section 'annotation' must be an object. {MODALITY_JSON_HOWTO}")
+
+
+def modality_range_problems(meta: DatasetMeta) -> list[str]:
+    """Slices of modality.json that reach past their column's declared width, cameras not declared."""
+    out = []
+    for name in ("state", "action"):
+        for key, entry in meta.modality[name].items():
+            column = meta.column_of(name, key)
+            width = meta.feature_width(column)
+            if width is None:
+                out.append(
+                    f"meta/modality.json: {name} key {key!r} reads column {column!r}, which "
+                    "info.json's features do not declare; add the column (dtype, shape) to features."
+                )
+            elif entry["end"] > width:
+                out.append(
+                    f"meta/modality.json: {name} key {key!r} has slice [{entry['start']}:{entry['end']}] "
+                    f"but column {column!r} is {width} wide; fix start/end so they lie within 0..{width}."
+                )
+    for key in meta.modality["video"]:
+        original = meta.video_original_key(key)
+        if meta.features.get(original, {}).get("dtype") != "video":
+            out.append(
+                f"meta/modality.json: video key {key!r} points to {original!r}, which info.json's "
+                "features do not declare as a video; use the camera's feature name as original_key."
+            )
+    return out
+
+
+def _parse_episodes(rows: list[dict[str, Any]], path: Path) -> tuple[EpisodeInfo, ...]:
+    out = []
+    for n, row in enumerate(rows, start=1):
+        idx, length, tasks = row.get("episode_index"), row.get("length"), row.get("tasks", [])
+        if not isinstance(idx, int) or not isinstance(length, int) or length < 0:
+            raise SvmsError(
+                f'{path} line {n}: needs integer "episode_index" and non-negative "length", got {row}.'
+            )
+        if isinstance(tasks, str):
+            tasks = [tasks]
+        subs = tuple(
+            SubTask(int(s["start"]), int(s["end"]), str(s["text"])) for s in row.get("sub_tasks") or ()
+        )
+        out.append(EpisodeInfo(idx, length, tuple(str(t) for t in tasks), subs))
+    return tuple(out)
+
+
+def _parse_tasks(rows: list[dict[str, Any]], path: Path) -> dict[int, str]:
+    out: dict[int, str] = {}
+    for n, row in enumerate(rows, start=1):
+        idx, task = row.get("task_index"), row.get("task")
+        if not isinstance(idx, int) or not isinstance(task, str):
+            raise SvmsError(f'{path} line {n}: needs integer "task_index" and string "task", got {row}.')
+        out[idx] = task
+    return out
+
+
+def check_stats_file(stats: Any, path: Path, matrix: bool = False) -> dict[str, dict[str, list]]:
+    """A stats file maps name → the six statistics; `matrix` (relative stats) wants (H_e, D) lists."""
+    howto = "Recompute it with `svms data stats DIR` (delete the file to start over)."
+    if not isinstance(stats, dict):
+        raise SvmsError(f"{path} is not a JSON object. {howto}")
+    for name, entry in stats.items():
+        missing = [s for s in STAT_NAMES if not isinstance(entry, dict) or s not in entry]
+        if missing:
+            raise SvmsError(f"{path}: entry {name!r} lacks {missing}. {howto}")
+        if matrix and not all(isinstance(r, list) for r in entry["min"]):
+            raise SvmsError(f"{path}: entry {name!r} must hold one row per horizon step. {howto}")
+    return stats
+
+
+def load_meta(root: str | Path) -> DatasetMeta:
+    """Parse `root/meta/`; raise SvmsError naming the file and the fix on anything unusable."""
+    root = Path(root)
+    if not root.is_dir():
+        raise SvmsError(f"dataset folder {root} does not exist; pass the folder that contains meta/.")
+    meta_dir = root / "meta"
+    info = read_json(meta_dir / "info.json", INFO_JSON_HOWTO)
+    _check_info(info, meta_dir / "info.json")
+    modality = read_json(meta_dir / "modality.json", MODALITY_JSON_HOWTO)
+    check_modality_json(modality, meta_dir / "modality.json")
+    episodes_howto = 'Each line must be {"episode_index": i, "tasks": ["..."], "length": n}.'
+    episodes = _parse_episodes(
+        read_jsonl(meta_dir / "episodes.jsonl", episodes_howto), meta_dir / "episodes.jsonl"
+    )
+    tasks_howto = 'Each line must be {"task_index": i, "task": "..."}.'
+    tasks = _parse_tasks(read_jsonl(meta_dir / "tasks.jsonl", tasks_howto), meta_dir / "tasks.jsonl")
+    stats = rel = None
+    if (meta_dir / "stats.json").is_file():
+        stats = check_stats_file(read_json(meta_dir / "stats.json", ""), meta_dir / "stats.json")
+    if (meta_dir / "relative_stats.json").is_file():
+        rel = check_stats_file(
+            read_json(meta_dir / "relative_stats.json", ""), meta_dir / "relative_stats.json", matrix=True
+        )
+    problems = []
+    known = set(tasks.values())
+    for ep in episodes:
+        unknown = [t for t in ep.tasks if t not in known]
+        if unknown:
+            problems.append(
+                f"meta/episodes.jsonl: episode {ep.index} lists tasks {unknown} that tasks.jsonl lacks; "
+                "add them to tasks.jsonl."
+            )
+    seen = [e.index for e in episodes]
+    if len(set(seen)) != len(seen):
+        problems.append("meta/episodes.jsonl: some episode_index values repeat; each episode needs one line.")
+    return DatasetMeta(root, info, episodes, tasks, modality, stats, rel, tuple(problems))

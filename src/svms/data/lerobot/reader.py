@@ -1,0 +1,241 @@
+"""Training samples from a GR00T-flavoured LeRobot v2 dataset (spec §7.3) as a torch `Dataset`.
+
+Sample k is (episode, step i): rows i + delta_indices of every state/action key, frames
+i + video deltas of every camera, and the instruction at i. Valid steps are 0 .. L − A with
+A = max(action delta) − min(action delta) + 1 and L = min(parquet rows, declared length); with
+`allow_padding` every step is valid and out-of-range rows are clamped to the episode. State and
+action arrays are read once per episode and kept (they are small); video frames are decoded on
+demand by seeking (`video.VideoDecoder`). What the reference tolerates (a declared length that
+differs from the parquet rows, missing stats) is tolerated here too, with a warning.
+"""
+
+from __future__ import annotations
+
+import random
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from svms.data.aux_labels import prompt_aux_labels
+from svms.data.collate import collate
+from svms.data.lerobot.embodiment import resolve_config
+from svms.data.lerobot.meta import DatasetMeta, load_meta, modality_range_problems
+from svms.data.lerobot.parquet import parquet_rows, read_columns
+from svms.data.lerobot.stats_files import dataset_statistics
+from svms.data.lerobot.video import DecoderCache, VideoDecoder
+from svms.data.modality import EmbodimentConfig, normalize_tag
+from svms.data.processor import Gr00tProcessor, ProcessedSample, ProcessorSettings
+from svms.data.stats import embodiment_statistics
+from svms.errors import SvmsError
+
+
+@dataclass
+class RawSample:
+    """One cut sample in physical units: frames {camera: [RGB uint8 (H, W, 3) per video delta]},
+    state {key: float32 (T, D)}, action {key: float32 (H_e, D)}, the instruction string."""
+
+    episode_index: int
+    step: int
+    video: dict[str, list[np.ndarray]]
+    state: dict[str, np.ndarray]
+    action: dict[str, np.ndarray]
+    language: str
+
+
+class Gr00tLeRobotDataset(Dataset):
+    """GR00T samples of one dataset folder for one embodiment tag.
+
+    `config` overrides the tag's modality config (e.g. from a checkpoint's processor config);
+    `statistics` (the tag's entry of a checkpoint's statistics.json) overrides the dataset's
+    meta/stats.json. `__getitem__` returns a `ProcessedSample`; `raw_sample` the physical values;
+    `collator()` turns a list of samples into the model batch.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        embodiment_tag: str = "new_embodiment",
+        config: EmbodimentConfig | None = None,
+        statistics: Mapping[str, Any] | None = None,
+        settings: ProcessorSettings | None = None,
+        ids: Mapping[str, int] | None = None,
+        allow_padding: bool = False,
+        seed: int = 0,
+    ):
+        self.meta: DatasetMeta = load_meta(root)
+        self.tag = normalize_tag(embodiment_tag)
+        for problem in self.meta.problems:
+            warnings.warn(f"{self.meta.root}: {problem}", stacklevel=2)
+        ranges = modality_range_problems(self.meta)
+        if ranges:
+            raise SvmsError(f"{self.meta.root}: {ranges[0]}")
+        self.config = resolve_config(self.meta, self.tag, config, ids)
+        if not self.meta.episodes:
+            raise SvmsError(
+                f"{self.meta.root / 'meta/episodes.jsonl'} lists no episode: the dataset is empty. "
+                "Record or generate episodes before training."
+            )
+        self.allow_padding = allow_padding
+        self.seed = seed
+        self._lengths = np.asarray([self._episode_length(ep.index, ep.length) for ep in self.meta.episodes])
+        deltas = self.config.action.delta_indices
+        span = max(deltas) - min(deltas) + 1
+        n_valid = self._lengths if allow_padding else np.maximum(self._lengths - span + 1, 0)
+        self._offsets = np.concatenate([[0], np.cumsum(n_valid)])
+        if self._offsets[-1] == 0:
+            raise SvmsError(
+                f"{self.meta.root}: no episode is long enough for an action chunk of {span} steps "
+                f"(longest has {int(self._lengths.max())} frames); use longer episodes or allow_padding."
+            )
+        self._statistics = statistics
+        self._settings = settings
+        self._ids = ids
+        self._processor: Gr00tProcessor | None = None
+        self._episodes: dict[int, dict[str, np.ndarray]] = {}
+        self._decoders = DecoderCache()
+        self._rng: random.Random | None = None
+
+    def _episode_length(self, index: int, declared: int) -> int:
+        rows = parquet_rows(self.meta.data_path(index))
+        if rows != declared:
+            warnings.warn(
+                f"{self.meta.data_path(index)} has {rows} rows but meta/episodes.jsonl declares length "
+                f"{declared}; using the first {min(rows, declared)} (fix episodes.jsonl).",
+                stacklevel=3,
+            )
+        return min(rows, declared)
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """Sample index → (position in episodes.jsonl, step within the episode)."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"sample {index} out of range 0..{len(self) - 1}")
+        pos = int(np.searchsorted(self._offsets, index, side="right")) - 1
+        return pos, index - int(self._offsets[pos])
+
+    @property
+    def statistics(self) -> Mapping[str, Any]:
+        """The tag's per-key statistics: the given ones, else the dataset's stats files."""
+        if self._statistics is None:
+            stats, rel = self.meta.stats, self.meta.relative_stats or {}
+            needs_rel = self.meta.relative_stats is None and any(
+                self.config.action_config(k).rep.name == "RELATIVE" for k in self.config.action.modality_keys
+            )
+            if stats is None or needs_rel:
+                warnings.warn(
+                    f"{self.meta.root / 'meta'} lacks stats.json or relative_stats.json; computing them in "
+                    f"memory. Run `svms data stats {self.meta.root} --embodiment-tag {self.tag}` once to "
+                    "store them.",
+                    stacklevel=2,
+                )
+                stats, rel = dataset_statistics(self.meta, self.config)
+            self._statistics = embodiment_statistics(stats, rel, self.meta.modality, self.config)
+        return self._statistics
+
+    @property
+    def processor(self) -> Gr00tProcessor:
+        if self._processor is None:
+            self._processor = Gr00tProcessor(
+                {self.tag: self.config}, {self.tag: self.statistics}, self._settings, self._ids
+            )
+        return self._processor
+
+    def _columns(self, pos: int) -> dict[str, np.ndarray]:
+        if pos not in self._episodes:
+            meta, cfg = self.meta, self.config
+            numeric = {meta.column_of(m, k) for m in ("state", "action") for k in getattr(cfg, m).modality_keys}
+            language = meta.language_column(cfg.language.modality_keys[0])
+            path = meta.data_path(meta.episodes[pos].index)
+            arrays = read_columns(path, sorted(numeric) + ([language] if language else []))
+            for column in numeric:
+                values = arrays[column] = np.asarray(arrays[column], np.float32)
+                if not np.all(np.isfinite(values)):
+                    row = int(np.argwhere(~np.isfinite(values))[0][0])
+                    raise SvmsError(
+                        f"{path}: column {column!r} holds NaN or Inf (first at row {row}); the model "
+                        "cannot learn from it. Fix or drop those rows (`svms data validate` lists them)."
+                    )
+            self._episodes[pos] = arrays
+        return self._episodes[pos]
+
+    def _rows(self, step: int, deltas: Sequence[int], length: int) -> np.ndarray:
+        return np.clip(step + np.asarray(deltas, dtype=np.int64), 0, length - 1)
+
+    def _language(self, pos: int, step: int, arrays: Mapping[str, np.ndarray]) -> str:
+        key = self.config.language.modality_keys[0]
+        episode = self.meta.episodes[pos]
+        if self._rng is None:
+            self._rng = random.Random(hash((self.seed, torch.initial_seed())))
+        if key == "task":
+            return self._rng.choice(episode.tasks) if episode.tasks else ""
+        if key == "sub_task":
+            back = self.config.action_horizon // 2
+            texts = [s.text for s in episode.sub_tasks if s.start - back <= step < s.end]
+            return self._rng.choice(texts) if texts else ""
+        column = self.meta.language_column(key)
+        task_index = int(arrays[column][step])
+        if task_index not in self.meta.tasks:
+            raise SvmsError(
+                f"{self.meta.data_path(episode.index)}: column {column!r} row {step} holds task index "
+                f"{task_index}, which meta/tasks.jsonl does not define; add that task or fix the column."
+            )
+        return self.meta.tasks[task_index]
+
+    def raw_sample(self, index: int) -> RawSample:
+        """Sample `index` in physical units (no normalisation, no image transform)."""
+        pos, step = self.locate(index)
+        length = int(self._lengths[pos])
+        arrays = self._columns(pos)
+        meta, cfg = self.meta, self.config
+        episode = meta.episodes[pos].index
+        out = {}
+        for modality in ("state", "action"):
+            m = getattr(cfg, modality)
+            rows = self._rows(step, m.delta_indices, length)
+            out[modality] = {
+                k: arrays[meta.column_of(modality, k)][rows][:, meta.key_slice(modality, k)] for k in m.modality_keys
+            }
+        frames = self._rows(step, cfg.video.delta_indices, length)
+        video = {k: self._video(meta.video_path(episode, k), length).frames(frames) for k in cfg.video.modality_keys}
+        return RawSample(episode, step, video, out["state"], out["action"], self._language(pos, step, arrays))
+
+    def _video(self, path: Path, length: int) -> VideoDecoder:
+        decoder = self._decoders.get(path)
+        if 0 < decoder.n_frames < length:
+            raise SvmsError(
+                f"video file {path} has {decoder.n_frames} frames but its episode has {length} rows; the "
+                "video is shorter than its parquet file. Re-encode it with one frame per row."
+            )
+        return decoder
+
+    def __getitem__(self, index: int) -> ProcessedSample:
+        raw = self.raw_sample(index)
+        return self.processor(self.tag, raw.video, raw.language, raw.state, raw.action)
+
+    def collator(self, tokenizer=None, aux_labels: bool = True) -> BatchCollator:
+        return BatchCollator(tokenizer, aux_labels)
+
+
+@dataclass
+class BatchCollator:
+    """`collate_fn` for a DataLoader: the model batch (spec §5.6) plus `aux_labels` (B, L, 3).
+
+    The tokenizer defaults to the bundled one, loaded once per worker process.
+    """
+
+    tokenizer: Any = None
+    aux_labels: bool = True
+
+    def __call__(self, samples: Sequence[ProcessedSample]) -> dict[str, Any]:
+        batch = collate(samples, self.tokenizer)
+        if self.aux_labels:
+            batch["aux_labels"] = prompt_aux_labels(batch["input_ids"], batch["attention_mask"], self.tokenizer)
+        return batch
