@@ -14,6 +14,8 @@ import tyro
 
 from svms.commands.compat import CompatCheck, CompatManifest
 from svms.commands.data import DataAuxCoverage, DataInspect, DataStats, DataValidate
+from svms.commands.eval_compare import EvalCompare
+from svms.commands.eval_open_loop import EvalOpenLoop
 from svms.commands.memory import Memory
 from svms.commands.serve import Serve
 from svms.commands.sheaf import SheafDemo
@@ -35,6 +37,8 @@ COMMANDS: dict[str, type] = {
     "data": command_group("Data", "LeRobot v2 datasets: summary, strict validation, statistics, aux-label coverage.",
                           {"inspect": DataInspect, "validate": DataValidate, "stats": DataStats,
                            "aux-coverage": DataAuxCoverage}),
+    "eval": command_group("Eval", "Evaluation: open-loop action error, and the baseline-vs-SVMS comparison.",
+                          {"open-loop": EvalOpenLoop, "compare": EvalCompare}),
     "memory": Memory,
     "serve": Serve,
     "sheaf-demo": SheafDemo,

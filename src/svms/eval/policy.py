@@ -114,9 +114,8 @@ class Gr00tPolicy:
             raise SvmsError(f"observation parts disagree on the batch size: {sizes}")
         return next(iter(sizes.values()))
 
-    @torch.no_grad()
-    def get_action(self, observation: Mapping[str, Any], options: Mapping[str, Any] | None = None,
-                   ) -> tuple[dict[str, np.ndarray], dict]:
+    def prepare(self, observation: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The model batch of an observation (on the model's device) and its raw states."""
         batch_size = self.check_observation(observation)
         cfg = self.config
         states = {k: np.asarray(observation["state"][k], dtype=np.float32) for k in cfg.state.modality_keys}
@@ -128,5 +127,11 @@ class Gr00tPolicy:
         batch = collate(samples)
         batch = {k: (v.to(self.device) if torch.is_tensor(v) else [x.to(self.device) for x in v])
                  for k, v in batch.items()}
+        return batch, states
+
+    @torch.no_grad()
+    def get_action(self, observation: Mapping[str, Any], options: Mapping[str, Any] | None = None,
+                   ) -> tuple[dict[str, np.ndarray], dict]:
+        batch, states = self.prepare(observation)
         pred = self.model.get_action(batch, generator=self.generator, num_steps=self.denoising_steps)["action_pred"]
         return self.processor.decode_action(self.tag, pred, states), {}

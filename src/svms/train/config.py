@@ -62,6 +62,8 @@ class TrainConfig:
     """comparison arm: baseline, svms, svms-no-sheaf, svms-no-router, svms-no-aux (sets --svms and the ablation)"""
     init: Path | None = None
     """a GR00T N1.6 checkpoint folder, or a previous run (its newest checkpoint)"""
+    split: str | None = "train"
+    """episodes to train on: a split of meta/info.json (all episodes when the dataset has no such split)"""
     embodiment_tag: str = "new_embodiment"
     """projector slot and modality config of the dataset"""
     max_steps: int = 1000

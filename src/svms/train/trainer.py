@@ -75,9 +75,12 @@ def processor_settings(config: Gr00tN1d6Config) -> ProcessorSettings:
 
 def build_dataset(cfg: TrainConfig, model: Gr00tN1d6):
     """The LeRobot dataset, processed with the model's settings; checked on one sample before training."""
+    from svms.data.lerobot.meta import load_meta, split_episodes
     from svms.data.lerobot.reader import Gr00tLeRobotDataset
 
-    dataset = Gr00tLeRobotDataset(cfg.dataset, cfg.embodiment_tag, settings=processor_settings(model.config))
+    episodes = split_episodes(load_meta(cfg.dataset), cfg.split, required=False)
+    dataset = Gr00tLeRobotDataset(cfg.dataset, cfg.embodiment_tag, settings=processor_settings(model.config),
+                                  episodes=episodes)
     embodiment = dataset.processor.ids[dataset.tag]
     if embodiment >= model.config.max_num_embodiments:
         raise SvmsError(f"embodiment {dataset.tag!r} uses projector slot {embodiment}, but the model has "
@@ -178,6 +181,8 @@ def _train(cfg: TrainConfig, runtime: Runtime, dataset, collate_fn, processor) -
     # Its own generator: creating the loader must not draw from the global RNG a resumed run restores.
     loader = iter(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=cfg.num_workers,
                              pin_memory=runtime.device.type == "cuda",
+                             # fork after video decoding can deadlock (PyAV); spawned workers start clean
+                             multiprocessing_context="spawn" if cfg.num_workers else None,
                              generator=torch.Generator().manual_seed(cfg.seed + start_step)))
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if runtime.device.type == "cuda"
                 else contextlib.nullcontext())

@@ -339,3 +339,28 @@ def load_meta(root: str | Path) -> DatasetMeta:
     if len(set(seen)) != len(seen):
         problems.append("meta/episodes.jsonl: some episode_index values repeat; each episode needs one line.")
     return DatasetMeta(root, info, episodes, tasks, modality, stats, rel, tuple(problems))
+
+
+def split_episodes(meta: DatasetMeta, split: str | None, required: bool = True) -> list[int]:
+    """Episode indices of `split` from info.json `splits` ("a:b" ranges or lists), existing episodes only.
+
+    None, or a split the dataset lacks when not `required`, means every episode."""
+    existing = [e.index for e in meta.episodes]
+    if split is None:
+        return existing
+    splits = meta.info.get("splits") or {}
+    if split not in splits and not required:
+        return existing
+    if split not in splits:
+        raise SvmsError(f"{meta.root / 'meta/info.json'} has no split {split!r} (splits: {sorted(splits) or 'none'}); "
+                        "pass --episodes explicitly or generate the dataset with a held-out split")
+    spec = splits[split]
+    if isinstance(spec, str) and ":" in spec:
+        a, b = (int(x) for x in spec.split(":"))
+        wanted = range(a, b)
+    else:
+        wanted = [int(x) for x in spec]
+    chosen = [i for i in existing if i in set(wanted)]
+    if not chosen:
+        raise SvmsError(f"split {split!r} of {meta.root} names no episode that exists")
+    return chosen

@@ -67,6 +67,7 @@ class Gr00tLeRobotDataset(Dataset):
         ids: Mapping[str, int] | None = None,
         allow_padding: bool = False,
         seed: int = 0,
+        episodes: Sequence[int] | None = None,
     ):
         self.meta: DatasetMeta = load_meta(root)
         self.tag = normalize_tag(embodiment_tag)
@@ -87,6 +88,12 @@ class Gr00tLeRobotDataset(Dataset):
         deltas = self.config.action.delta_indices
         span = max(deltas) - min(deltas) + 1
         n_valid = self._lengths if allow_padding else np.maximum(self._lengths - span + 1, 0)
+        if episodes is not None:  # a subset (a split): the other episodes contribute no sample
+            chosen = set(int(e) for e in episodes)
+            unknown = chosen - {ep.index for ep in self.meta.episodes}
+            if unknown:
+                raise SvmsError(f"{self.meta.root}: episodes {sorted(unknown)} are not in meta/episodes.jsonl")
+            n_valid = np.where([ep.index in chosen for ep in self.meta.episodes], n_valid, 0)
         self._offsets = np.concatenate([[0], np.cumsum(n_valid)])
         if self._offsets[-1] == 0:
             raise SvmsError(
@@ -188,6 +195,37 @@ class Gr00tLeRobotDataset(Dataset):
                 f"{task_index}, which meta/tasks.jsonl does not define; add that task or fix the column."
             )
         return self.meta.tasks[task_index]
+
+    # ---- whole episodes (open-loop evaluation) ------------------------------------------------------
+    def position_of(self, episode_index: int) -> int:
+        """Position in meta/episodes.jsonl of episode `episode_index`."""
+        for pos, ep in enumerate(self.meta.episodes):
+            if ep.index == episode_index:
+                return pos
+        raise SvmsError(f"{self.meta.root}: no episode {episode_index} in meta/episodes.jsonl")
+
+    def episode_length(self, pos: int) -> int:
+        return int(self._lengths[pos])
+
+    def sample_at(self, pos: int, step: int) -> RawSample:
+        """The raw sample at any step of an episode (rows beyond the ends are clamped)."""
+        saved = self._offsets
+        try:
+            self._offsets = np.concatenate([[0], np.cumsum(self._lengths)])
+            return self.raw_sample(int(self._offsets[pos]) + step)
+        finally:
+            self._offsets = saved
+
+    def episode_actions(self, pos: int) -> dict[str, np.ndarray]:
+        """Every recorded action of the episode per key, (L, D_key) float32 in physical units."""
+        arrays, meta, length = self._columns(pos), self.meta, self.episode_length(pos)
+        return {k: np.asarray(arrays[meta.column_of("action", k)][:length][:, meta.key_slice("action", k)], np.float32)
+                for k in self.config.action.modality_keys}
+
+    def episode_task(self, pos: int) -> str:
+        """The episode's first task string (for per-task results)."""
+        tasks = self.meta.episodes[pos].tasks
+        return tasks[0] if tasks else ""
 
     def raw_sample(self, index: int) -> RawSample:
         """Sample `index` in physical units (no normalisation, no image transform)."""

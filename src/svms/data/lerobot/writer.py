@@ -211,8 +211,11 @@ class LeRobotWriter:
             "annotation": {self.language_key.removeprefix("annotation."): {}},
         }
 
-    def finish(self, embodiment_tag: str = "new_embodiment", stats: bool = True) -> DatasetMeta:
-        """Write meta/ (info, episodes, tasks, modality and, with `stats`, both statistics files)."""
+    def finish(self, embodiment_tag: str = "new_embodiment", stats: bool = True, heldout: int = 0) -> DatasetMeta:
+        """Write meta/ (info, episodes, tasks, modality and, with `stats`, both statistics files).
+
+        `heldout` > 0 splits the last episodes off: info.json `splits` = {"train": "0:n-k",
+        "heldout": "n-k:n"}, for training on one and evaluating on the other."""
         meta_dir = self.root / "meta"
         meta_dir.mkdir(parents=True, exist_ok=True)
         n_eps = len(self.episodes)
@@ -226,7 +229,8 @@ class LeRobotWriter:
             "total_chunks": -(-n_eps // self.chunks_size),
             "chunks_size": self.chunks_size,
             "fps": self.fps,
-            "splits": {"train": f"0:{n_eps}"},
+            "splits": ({"train": f"0:{n_eps - heldout}", "heldout": f"{n_eps - heldout}:{n_eps}"}
+                       if 0 < heldout < n_eps else {"train": f"0:{n_eps}"}),
             "data_path": DATA_PATH,
             "video_path": VIDEO_PATH,
             "features": self._features(),
@@ -272,8 +276,10 @@ def write_synthetic_dataset(
     codec: str = "h264",
     seed: int = 0,
     stats: bool = True,
+    heldout: int = 0,
 ) -> DatasetMeta:
-    """A small valid dataset with random states/actions and moving frames (tests, benchmarks, demos).
+    """A small valid dataset with random states/actions and moving frames (tests, benchmarks, demos);
+    `heldout` last episodes form the "heldout" split.
 
     Episode e uses instruction e mod len(instructions).
     """
@@ -286,7 +292,7 @@ def write_synthetic_dataset(
         action = rng.standard_normal((n, sum(action_keys.values())))
         videos = {c: moving_frames(n, hw, seed=e + 11 * i) for i, c in enumerate(cameras)}
         writer.add_episode(EpisodeData(state, action, videos, instructions[e % len(instructions)]))
-    return writer.finish(stats=stats)
+    return writer.finish(stats=stats, heldout=heldout)
 
 
 def fill_from_meta(

@@ -1,0 +1,63 @@
+"""`svms eval open-loop`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class EvalOpenLoop:
+    """Open-loop action error of a checkpoint on recorded episodes (spec §9.2, held-out by default).
+
+    Queries the policy every --action-horizon steps from the recorded observation, tiles the chunks,
+    and compares them with the recorded actions in physical units: MSE and MAE overall, per action
+    key and per task; trajectory plots; SVMS router heatmap and sheaf residuals. Writes OUT/metrics.json.
+    """
+
+    checkpoint: Path
+    """checkpoint folder (or a run folder: its newest checkpoint)"""
+    dataset: Path
+    """LeRobot v2 dataset folder"""
+    out: Path
+    """output folder (metrics.json, figures/)"""
+    episodes: tuple[int, ...] | None = None
+    """episode indices (default: the --split episodes)"""
+    split: str = "heldout"
+    """split of meta/info.json to evaluate (all episodes when the dataset has no such split)"""
+    steps: int = 200
+    """steps per episode (min with the episode length)"""
+    action_horizon: int | None = None
+    """actions used from each chunk before the next query (default: the policy's horizon)"""
+    embodiment_tag: str | None = None
+    seed: int = 0
+    """seed of the sampler's noise (results reproduce)"""
+    device: str = "auto"
+    plots: int = 3
+    """episodes to plot"""
+
+    def run(self) -> int:
+        from rich.console import Console
+        from rich.table import Table
+
+        from svms.eval.open_loop import run_open_loop
+
+        console = Console()
+
+        def progress(done: int, total: int, result) -> None:
+            console.print(f"episode {done}/{total} (index {result.episode_index}): "
+                          f"mse {result.errors()['mse']:.5f}", highlight=False)
+
+        m = run_open_loop(self.checkpoint, self.dataset, self.out,
+                          episodes=None if self.episodes is None else list(self.episodes), split=self.split,
+                          steps=self.steps, action_horizon=self.action_horizon, embodiment_tag=self.embodiment_tag,
+                          seed=self.seed, device=self.device, plots=self.plots, progress=progress)
+        table = Table("scope", "MSE", "MAE", title=f"open-loop error ({m['split']} episodes, physical units)")
+        table.add_row("overall", f"{m['overall']['mse']:.5f}", f"{m['overall']['mae']:.5f}")
+        for key, v in m["per_key"].items():
+            table.add_row(key, f"{v['mse']:.5f}", f"{v['mae']:.5f}")
+        for task, v in m["per_task"].items():
+            table.add_row(f"task: {task}", f"{v['mse']:.5f}", f"{v['mae']:.5f}")
+        console.print(table)
+        console.print(f"metrics: {self.out / 'metrics.json'}")
+        return 0

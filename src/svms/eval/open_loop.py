@@ -1,0 +1,177 @@
+"""Open-loop evaluation (spec §9.2): replay recorded episodes, query the policy every A steps from
+the recorded observation, tile the predicted chunks and compare them with the recorded actions in
+physical units.
+
+Differences from the reference, on purpose: an explicit episode list or split (held-out episodes),
+a seeded sampler (results reproduce), errors per action key and per task as well as overall, and
+the SVMS router/sheaf diagnostics on the same observations.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from svms.errors import SvmsError
+
+
+@dataclass
+class EpisodeResult:
+    episode_index: int
+    task: str
+    n_steps: int
+    query_steps: list[int]
+    predicted: np.ndarray  # (n, D) concatenated action keys
+    recorded: np.ndarray  # (n, D)
+    key_columns: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def errors(self) -> dict[str, Any]:
+        diff = self.predicted - self.recorded
+        per_key = {k: {"mse": float(np.mean(diff[:, a:b] ** 2)), "mae": float(np.mean(np.abs(diff[:, a:b])))}
+                   for k, (a, b) in self.key_columns.items()}
+        return {"episode_index": self.episode_index, "task": self.task, "n_steps": self.n_steps,
+                "mse": float(np.mean(diff**2)), "mae": float(np.mean(np.abs(diff))), "per_key": per_key}
+
+
+def evaluate_episode(policy, dataset, pos: int, steps: int, action_horizon: int) -> EpisodeResult:
+    """Query every `action_horizon` steps, keep the first `action_horizon` actions of each chunk."""
+    cfg = policy.get_modality_config()
+    length = dataset.episode_length(pos)
+    n = min(steps, length)
+    if n < 1:
+        raise SvmsError(f"episode {dataset.meta.episodes[pos].index} is empty")
+    chunks: list[np.ndarray] = []
+    queries = list(range(0, n, action_horizon))
+    for i in queries:
+        raw = dataset.sample_at(pos, i)
+        observation = {
+            "video": {k: np.stack(raw.video[k])[None] for k in cfg.video.modality_keys},
+            "state": {k: raw.state[k][None] for k in cfg.state.modality_keys},
+            "language": {policy.language_key: [[raw.language]]},
+        }
+        action, _ = policy.get_action(observation)
+        chunks.append(np.concatenate([action[k][0][:action_horizon] for k in cfg.action.modality_keys], axis=-1))
+    predicted = np.concatenate(chunks)[:n]
+    recorded_keys = dataset.episode_actions(pos)
+    recorded = np.concatenate([recorded_keys[k][:n] for k in cfg.action.modality_keys], axis=-1)
+    columns, start = {}, 0
+    for k in cfg.action.modality_keys:
+        width = recorded_keys[k].shape[-1]
+        columns[k] = (start, start + width)
+        start += width
+    return EpisodeResult(dataset.meta.episodes[pos].index, dataset.episode_task(pos), n, queries, predicted,
+                         recorded.astype(np.float32), columns)
+
+
+def summarise(results: list[EpisodeResult]) -> dict[str, Any]:
+    """Overall, per-key and per-task MSE/MAE (means over all steps and dims, pooled over episodes)."""
+    pred = np.concatenate([r.predicted for r in results])
+    rec = np.concatenate([r.recorded for r in results])
+    diff = pred - rec
+    per_key = {k: {"mse": float(np.mean(diff[:, a:b] ** 2)), "mae": float(np.mean(np.abs(diff[:, a:b])))}
+               for k, (a, b) in results[0].key_columns.items()}
+    by_task: dict[str, list[EpisodeResult]] = defaultdict(list)
+    for r in results:
+        by_task[r.task].append(r)
+    per_task = {}
+    for task, rs in sorted(by_task.items()):
+        d = np.concatenate([r.predicted - r.recorded for r in rs])
+        per_task[task] = {"mse": float(np.mean(d**2)), "mae": float(np.mean(np.abs(d))), "episodes": len(rs)}
+    return {"overall": {"mse": float(np.mean(diff**2)), "mae": float(np.mean(np.abs(diff)))},
+            "per_key": per_key, "per_task": per_task}
+
+
+def write_metrics(out: Path, payload: dict[str, Any]) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "metrics.json"
+    tmp = path.with_name("metrics.json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def svms_diagnostics(policy, observation: dict[str, Any]) -> dict[str, Any] | None:
+    """Router weights per token for one observation (SVMS checkpoints only): token strings, weights
+    (L, S), image-token mask, and the per-sample sheaf residual."""
+    import torch
+
+    model = policy.model
+    if model.svms is None:
+        return None
+    batch, _ = policy.prepare(observation)
+    with torch.no_grad():
+        _, _, out = model.encode(batch)
+    from svms.data.prompt import load_tokenizer
+
+    ids = batch["input_ids"][0].tolist()
+    valid = batch["attention_mask"][0].bool().tolist()
+    return {
+        "tokens": [t for t, v in zip(load_tokenizer().convert_ids_to_tokens(ids), valid, strict=True) if v],
+        "weights": out.router_weights[0][batch["attention_mask"][0].bool()].float().cpu().numpy(),
+        "image": [i == model.backbone.image_token_index for i, v in zip(ids, valid, strict=True) if v],
+        "residual": float(out.sheaf_residual[0]),
+        "streams": list(model.svms.config.stream_names),
+    }
+
+
+def run_open_loop(checkpoint: Path, dataset_dir: Path, out: Path, *, episodes: list[int] | None = None,
+                  split: str | None = "heldout", steps: int = 200, action_horizon: int | None = None,
+                  embodiment_tag: str | None = None, seed: int = 0, device: str = "auto", plots: int = 3,
+                  progress=None) -> dict[str, Any]:
+    """Evaluate a checkpoint on a dataset's episodes; writes OUT/metrics.json and OUT/figures/*.png."""
+    from svms.data.lerobot.meta import load_meta, split_episodes
+    from svms.data.lerobot.reader import Gr00tLeRobotDataset
+    from svms.eval.plots_open_loop import plot_router_heatmap, plot_trajectory
+    from svms.eval.policy import Gr00tPolicy
+
+    policy = Gr00tPolicy.from_checkpoint(checkpoint, embodiment_tag, device=device, seed=seed)
+    meta = load_meta(dataset_dir)
+    used_split = split if split in (meta.info.get("splits") or {}) else None
+    chosen = episodes if episodes is not None else split_episodes(meta, used_split)
+    horizon = policy.config.action_horizon
+    a = horizon if action_horizon is None else action_horizon
+    if not 1 <= a <= horizon:
+        raise SvmsError(f"--action-horizon {a} must lie in 1..{horizon} (the policy's action horizon)")
+    dataset = Gr00tLeRobotDataset(dataset_dir, policy.tag, config=policy.config,
+                                  statistics=policy.processor.statistics[policy.tag],
+                                  settings=policy.processor.settings, episodes=chosen, allow_padding=True)
+    results, residuals, heatmap = [], [], None
+    for n, index in enumerate(chosen):
+        pos = dataset.position_of(index)
+        results.append(evaluate_episode(policy, dataset, pos, steps, a))
+        if progress is not None:
+            progress(n + 1, len(chosen), results[-1])
+        raw = dataset.sample_at(pos, 0)
+        cfg = policy.config
+        diag = svms_diagnostics(policy, {
+            "video": {k: np.stack(raw.video[k])[None] for k in cfg.video.modality_keys},
+            "state": {k: raw.state[k][None] for k in cfg.state.modality_keys},
+            "language": {policy.language_key: [[raw.language]]},
+        })
+        if diag is not None:
+            residuals.append(diag["residual"])
+            heatmap = heatmap or diag
+    figures = out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    for r in results[:plots]:
+        plot_trajectory(r, figures / f"trajectory_episode_{r.episode_index}.png")
+    svms_summary = None
+    if heatmap is not None:
+        plot_router_heatmap(heatmap, figures / "router_heatmap.png")
+        w, image = heatmap["weights"], np.asarray(heatmap["image"])
+        svms_summary = {
+            "router_mean": {kind: {s: float(w[m, i].mean()) for i, s in enumerate(heatmap["streams"])}
+                            for kind, m in (("image", image), ("text", ~image)) if m.any()},
+            "sheaf_residual": {"mean": float(np.mean(residuals)), "min": float(np.min(residuals)),
+                               "max": float(np.max(residuals)), "values": residuals},
+        }
+    payload = {"checkpoint": str(checkpoint), "dataset": str(dataset_dir), "split": used_split or "all",
+               "action_horizon": a, "steps": steps, "seed": seed, **summarise(results),
+               "episodes": [r.errors() for r in results], "svms": svms_summary}
+    write_metrics(out, payload)
+    return payload

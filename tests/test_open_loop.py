@@ -1,0 +1,91 @@
+"""Open-loop evaluation: chunk tiling against recorded actions, splits, and the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from svms.cli import main
+from svms.data.lerobot import Gr00tLeRobotDataset, load_meta, write_synthetic_dataset
+from svms.data.lerobot.meta import split_episodes
+from svms.errors import SvmsError
+from svms.eval.open_loop import evaluate_episode, summarise
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ol") / "data"
+    write_synthetic_dataset(root, lengths=(24, 30, 20), heldout=1)
+    return root
+
+
+class OraclePolicy:
+    """Answers each query with the recorded actions that follow it (or a constant), to test tiling."""
+
+    def __init__(self, dataset, pos, constant=None):
+        self.dataset, self.pos, self.constant = dataset, pos, constant
+        self.config = dataset.config
+        self.language_key = self.config.language.modality_keys[0]
+        self.queries = []
+
+    def get_modality_config(self):
+        return self.config
+
+    def get_action(self, observation):
+        self.queries.append(observation)
+        start = (len(self.queries) - 1) * self.horizon
+        out = {}
+        for k, v in self.dataset.episode_actions(self.pos).items():
+            chunk = np.zeros((1, self.config.action_horizon, v.shape[1]), np.float32)
+            rows = v[start:start + self.config.action_horizon]
+            chunk[0, : len(rows)] = rows if self.constant is None else self.constant
+            out[k] = chunk
+        return out, {}
+
+
+@pytest.mark.parametrize("horizon", [16, 5])
+def test_tiled_chunks_line_up_with_the_recorded_actions(dataset_dir, horizon):
+    ds = Gr00tLeRobotDataset(dataset_dir, allow_padding=True)
+    pos = ds.position_of(1)
+    oracle = OraclePolicy(ds, pos)
+    oracle.horizon = horizon
+    result = evaluate_episode(oracle, ds, pos, steps=200, action_horizon=horizon)
+    assert result.n_steps == 30 and result.query_steps == list(range(0, 30, horizon))
+    assert len(oracle.queries) == -(-30 // horizon)
+    assert result.errors()["mse"] == 0.0
+    zeros = OraclePolicy(ds, pos, constant=0.0)
+    zeros.horizon = horizon
+    result = evaluate_episode(zeros, ds, pos, steps=12, action_horizon=horizon)
+    recorded = np.concatenate(list(ds.episode_actions(pos).values()), axis=-1)[:12]
+    assert result.errors()["mse"] == pytest.approx(float(np.mean(recorded**2)), rel=1e-6)
+    summary = summarise([result])
+    assert set(summary["per_key"]) == {"arm", "gripper"} and summary["overall"]["mse"] == result.errors()["mse"]
+
+
+def test_splits_select_existing_episodes(dataset_dir):
+    meta = load_meta(dataset_dir)
+    assert split_episodes(meta, "train") == [0, 1] and split_episodes(meta, "heldout") == [2]
+    assert split_episodes(meta, "test", required=False) == [0, 1, 2]
+    with pytest.raises(SvmsError, match="no split 'test'"):
+        split_episodes(meta, "test")
+    train = Gr00tLeRobotDataset(dataset_dir, episodes=[0, 1])
+    assert {train.locate(i)[0] for i in range(len(train))} == {0, 1}
+
+
+def test_train_then_open_loop_cli(dataset_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(dataset_dir), "--out", str(run), "--max-steps", "2",
+                 "--global-batch-size", "2", "--no-tensorboard"]) == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["split"] == "train"
+    out = tmp_path / "eval"
+    assert main(["eval", "open-loop", "--checkpoint", str(run), "--dataset", str(dataset_dir),
+                 "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"] == "heldout" and [e["episode_index"] for e in metrics["episodes"]] == [2]
+    assert np.isfinite(metrics["overall"]["mse"]) and (out / "figures" / "trajectory_episode_2.png").is_file()
+    assert main(["eval", "open-loop", "--checkpoint", str(run), "--dataset", str(dataset_dir),
+                 "--out", str(out), "--action-horizon", "99"]) == 1
+    assert "action-horizon" in capsys.readouterr().err
