@@ -34,6 +34,8 @@ class SimGenerate:
     """video keys to render: side_0 = agentview, side_1 = frontview, wrist_0 = eye-in-hand"""
     overwrite: bool = False
     """replace an existing dataset at --out"""
+    heldout: int = 0
+    """last episodes of every task put in the "heldout" split (the rest form "train")"""
 
     def run(self) -> int:
         from rich.console import Console
@@ -42,7 +44,7 @@ class SimGenerate:
         from svms.sim.generate import generate
 
         report = generate(self.out, self.tasks, self.episodes, self.seed, self.resolution, self.workers,
-                          self.cameras, overwrite=self.overwrite)
+                          self.cameras, overwrite=self.overwrite, heldout=self.heldout)
         table = Table("task", "episodes", "expert attempts", "expert success",
                       title=f"{report.out} ({report.episodes_per_minute:.1f} episodes/min)")
         for task, kept in report.episodes.items():

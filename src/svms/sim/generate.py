@@ -132,8 +132,10 @@ def generate(
     cameras: Sequence[str] = tuple(CAMERAS),
     overwrite: bool = False,
     progress: bool = True,
+    heldout: int = 0,
 ) -> GenerationReport:
-    """Generate `episodes` successful demonstrations per task into a new dataset folder `out`."""
+    """Generate `episodes` successful demonstrations per task into a new dataset folder `out`; the last
+    `heldout` episodes of every task form the "heldout" split of info.json, the rest "train"."""
     from rich.progress import Progress
 
     from svms.data.lerobot.stats_files import write_stats
@@ -151,6 +153,7 @@ def generate(
     position = {job[:2]: i for i, job in enumerate(jobs)}
     pending: dict[int, tuple[str, int, Demonstration | None, int]] = {}
     next_job = 0
+    written: dict[str, list[int]] = {t: [] for t in tasks}
     with Progress(disable=not progress, transient=True) as bar:
         bar_task = bar.add_task("generating episodes", total=len(jobs))
         for result in _run(jobs, workers):
@@ -163,12 +166,14 @@ def generate(
                     n = len(demo.state)
                     extra = {SEED_COLUMN: np.full(n, demo.seed, np.int64),
                              TASK_COLUMN: np.full(n, list(TASKS).index(task), np.int64)}
-                    writer.add_episode(EpisodeData(demo.state, demo.action, demo.frames, demo.instruction, extra))
+                    written[task].append(
+                        writer.add_episode(EpisodeData(demo.state, demo.action, demo.frames, demo.instruction, extra)))
                 next_job += 1
             bar.advance(bar_task)
     if not any(report.episodes.values()):
         raise SvmsError(f"the experts failed every attempt for {', '.join(tasks)}; no dataset was written.")
-    writer.finish(stats=False)
+    held = [i for indices in written.values() for i in indices[len(indices) - heldout:]] if heldout > 0 else []
+    writer.finish(stats=False, heldout=held)
     write_stats(out, EMBODIMENT_TAG, embodiment_config(cameras))
     report.seconds = time.perf_counter() - start
     return report

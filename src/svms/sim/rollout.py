@@ -56,6 +56,7 @@ class TaskResult:
     mean_length: float
     lengths: list[int]
     videos: list[str] = field(default_factory=list)
+    per_episode: list[dict[str, Any]] = field(default_factory=list)  # {"seed", "success", "length"}
 
 
 def _observation(env: SimEnv, text: str, step: int) -> dict[str, Any]:
@@ -123,7 +124,7 @@ def evaluate(
     with Progress(disable=not progress, transient=True) as bar:
         for task in tasks:
             env = SimEnv(task, cameras, resolution)
-            lengths, successes, videos = [], 0, []
+            lengths, successes, videos, per_episode = [], 0, [], []
             for i in bar.track(range(episodes), description=f"rollout {task}"):
                 seed_i = rollout_seed(seed, task, i)
                 if hasattr(policy, "initial_seed"):
@@ -133,12 +134,13 @@ def evaluate(
                 ok, steps, frames = run_episode(env, policy, seed_i, text, n_action_steps, record)
                 successes += ok
                 lengths.append(steps)
+                per_episode.append({"seed": int(seed_i), "success": bool(ok), "length": int(steps)})
                 if record:
                     videos.append(_save_video(out / "videos" / f"{task}_{i:03d}.mp4", frames))
             env.close()
             low, high = wilson_interval(successes, episodes)
             results.append(TaskResult(task, episodes, successes, successes / episodes, (low, high),
-                                      float(np.mean(lengths)), lengths, videos))
+                                      float(np.mean(lengths)), lengths, videos, per_episode))
     if out is not None:
         write_results(out / "results.json", results, {"seed": seed, "n_action_steps": n_action_steps,
                                                       "resolution": resolution})
@@ -153,8 +155,15 @@ def _save_video(path: Path, frames: list[np.ndarray]) -> str:
 
 
 def write_results(path: Path, results: list[TaskResult], settings: dict[str, Any]) -> None:
+    """`results.json`: {"settings", "tasks": {task: {episodes, successes, success_rate, wilson_95,
+    mean_length, lengths, videos, per_episode}}} (the format `svms eval compare` reads)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    content = {"settings": settings, "tasks": [asdict(r) for r in results]}
+    tasks = {}
+    for r in results:
+        entry = asdict(r)
+        entry["wilson_95"] = list(entry.pop("ci95"))
+        tasks[entry.pop("task")] = entry
+    content = {"settings": settings, "tasks": tasks}
     path.write_text(json.dumps(content, indent=2) + "\n")
 
 

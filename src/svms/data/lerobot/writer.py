@@ -211,11 +211,23 @@ class LeRobotWriter:
             "annotation": {self.language_key.removeprefix("annotation."): {}},
         }
 
-    def finish(self, embodiment_tag: str = "new_embodiment", stats: bool = True, heldout: int = 0) -> DatasetMeta:
+    @staticmethod
+    def _splits(n_eps: int, heldout: int | Sequence[int]) -> dict[str, Any]:
+        if isinstance(heldout, int):
+            if 0 < heldout < n_eps:
+                return {"train": f"0:{n_eps - heldout}", "heldout": f"{n_eps - heldout}:{n_eps}"}
+            return {"train": f"0:{n_eps}"}
+        held = sorted(set(int(i) for i in heldout))
+        if not held:
+            return {"train": f"0:{n_eps}"}
+        return {"train": [i for i in range(n_eps) if i not in held], "heldout": held}
+
+    def finish(self, embodiment_tag: str = "new_embodiment", stats: bool = True,
+               heldout: int | Sequence[int] = 0) -> DatasetMeta:
         """Write meta/ (info, episodes, tasks, modality and, with `stats`, both statistics files).
 
-        `heldout` > 0 splits the last episodes off: info.json `splits` = {"train": "0:n-k",
-        "heldout": "n-k:n"}, for training on one and evaluating on the other."""
+        `heldout` splits episodes off for evaluation: an int k makes info.json `splits` = {"train":
+        "0:n-k", "heldout": "n-k:n"}; a list of episode indices makes both splits explicit lists."""
         meta_dir = self.root / "meta"
         meta_dir.mkdir(parents=True, exist_ok=True)
         n_eps = len(self.episodes)
@@ -229,8 +241,7 @@ class LeRobotWriter:
             "total_chunks": -(-n_eps // self.chunks_size),
             "chunks_size": self.chunks_size,
             "fps": self.fps,
-            "splits": ({"train": f"0:{n_eps - heldout}", "heldout": f"{n_eps - heldout}:{n_eps}"}
-                       if 0 < heldout < n_eps else {"train": f"0:{n_eps}"}),
+            "splits": self._splits(n_eps, heldout),
             "data_path": DATA_PATH,
             "video_path": VIDEO_PATH,
             "features": self._features(),
