@@ -7,13 +7,13 @@
 #                   (pip find-links) pip takes that one.
 #   TORCH_INDEX_URL an index for torch only, e.g. https://download.pytorch.org/whl/cu128 for a
 #                   specific CUDA build or https://download.pytorch.org/whl/cpu for a CPU-only one.
-#   SVMS_EXTRAS     extras of the project to install (default: dev).
+#   SVMS_EXTRAS     extras of the project to install (default: dev,sim; sim = robosuite for `svms demo`).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
 python="${PYTHON:-python3}"
 torch_spec="${SVMS_TORCH:-torch==2.13.0}"
-extras="${SVMS_EXTRAS:-dev}"
+extras="${SVMS_EXTRAS:-dev,sim}"
 
 if [ ! -x "$venv/bin/python" ]; then
     echo "[setup] creating $venv" >&2

@@ -14,6 +14,7 @@ import tyro
 
 from svms.commands.compat import CompatCheck, CompatManifest
 from svms.commands.data import DataAuxCoverage, DataInspect, DataStats, DataValidate
+from svms.commands.demo import Demo
 from svms.commands.eval_compare import EvalCompare
 from svms.commands.eval_open_loop import EvalOpenLoop
 from svms.commands.memory import Memory
@@ -37,6 +38,7 @@ COMMANDS: dict[str, type] = {
     "data": command_group("Data", "LeRobot v2 datasets: summary, strict validation, statistics, aux-label coverage.",
                           {"inspect": DataInspect, "validate": DataValidate, "stats": DataStats,
                            "aux-coverage": DataAuxCoverage}),
+    "demo": Demo,
     "eval": command_group("Eval", "Evaluation: open-loop action error, and the baseline-vs-SVMS comparison.",
                           {"open-loop": EvalOpenLoop, "compare": EvalCompare}),
     "memory": Memory,

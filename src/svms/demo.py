@@ -1,0 +1,140 @@
+"""`svms demo`: the whole baseline-vs-SVMS study on a CPU, end to end, with no downloads.
+
+1. Simulated RoboCasa-style demonstrations (robosuite), cached and reused across runs.
+2. A tiny GR00T N1.6 pretrained from scratch on the train split (the shared starting point).
+3. From that checkpoint, per seed: the baseline fine-tune (phase 3, no SVMS) and the SVMS protocol
+   (phases 1 -> 2 -> 3) with the same total number of optimizer steps.
+4. Open-loop error on the held-out episodes and closed-loop success in simulation for every arm.
+5. `svms eval compare`: OUT/report.md and OUT/figures/*.png.
+
+The tiny model sees 112-pixel images (the processor's `shortest_image_edge`), which keeps a CPU
+run within minutes; everything else is the code path of full-size runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """Sizes of one demo run."""
+
+    tasks: tuple[str, ...]
+    episodes: int  # per task, including held-out ones
+    heldout: int  # per task
+    resolution: int
+    cameras: tuple[str, ...]
+    pretrain_steps: int
+    finetune_steps: int  # per arm and seed (SVMS: split over its three phases)
+    batch: int
+    seeds: tuple[int, ...]
+    rollout_episodes: int  # per task and run
+    image_edge: int = 112
+
+    def data_key(self) -> str:
+        spec = json.dumps([self.tasks, self.episodes, self.heldout, self.resolution, self.cameras])
+        return hashlib.sha1(spec.encode()).hexdigest()[:10]
+
+
+QUICK = DemoPlan(tasks=("Lift",), episodes=6, heldout=2, resolution=64,
+                 cameras=("res256_image_side_0", "res256_image_wrist_0"), pretrain_steps=120, finetune_steps=60,
+                 batch=4, seeds=(0,), rollout_episodes=3)
+FULL = DemoPlan(tasks=("Lift", "Door"), episodes=12, heldout=3, resolution=64,
+                cameras=("res256_image_side_0", "res256_image_wrist_0"), pretrain_steps=400, finetune_steps=90,
+                batch=8, seeds=(0, 1, 2), rollout_episodes=4)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SVMS_CACHE", ".cache/svms"))
+
+
+def _log(start: float, message: str) -> None:
+    print(f"[demo {time.perf_counter() - start:6.1f}s] {message}", flush=True)
+
+
+def _train(out: Path, data: Path, start: float, **kw) -> Path:
+    from svms.train import TrainConfig
+    from svms.train.trainer import train
+
+    cfg = TrainConfig(dataset=data, out=out, tensorboard=False, log_every=10**6, save_every=10**6,
+                      keep_checkpoints=1, **kw)
+    final = train(cfg)
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    _log(start, f"trained {out.name}: {last['step']} steps, loss {last['loss']:.4f}")
+    return final
+
+
+def _evaluate(run: Path, data: Path, plan: DemoPlan, start: float) -> None:
+    from svms.eval.open_loop import run_open_loop
+    from svms.sim.policies import load_policy
+    from svms.sim.rollout import evaluate
+
+    metrics = run_open_loop(run, data, run / "eval" / "open_loop", split="heldout", plots=1)
+    policy = load_policy(run, seed=0, device="cpu")
+    results = evaluate(policy, plan.tasks, plan.rollout_episodes, seed=1000, resolution=plan.resolution,
+                       cameras=getattr(policy, "cameras", plan.cameras), out=run / "eval" / "closed_loop",
+                       videos_per_task=1, progress=False)
+    successes = sum(r.successes for r in results)
+    total = sum(r.episodes for r in results)
+    _log(start, f"evaluated {run.name}: open-loop MSE {metrics['overall']['mse']:.4f}, "
+                f"closed-loop success {successes}/{total}")
+
+
+def run_demo(out: Path, quick: bool = False) -> Path:
+    """Run the study into `out`; returns the report path."""
+    from svms.eval.compare import compare
+    from svms.eval.report import verdict, write_report
+    from svms.sim.generate import generate
+    from svms.sim.tasks import import_simulator
+
+    import_simulator()  # fail now, with the install hint, if robosuite/mujoco are missing
+    plan = QUICK if quick else FULL
+    start = time.perf_counter()
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)  # a demo is rerun from its cached data, never resumed half-way
+    out.mkdir(parents=True)
+    data = cache_dir() / f"demo-data-{plan.data_key()}"
+    if not (data / "meta" / "info.json").is_file():
+        _log(start, f"generating {plan.episodes} demonstrations per task of {', '.join(plan.tasks)} into {data}")
+        report = generate(data, plan.tasks, plan.episodes, seed=0, resolution=plan.resolution, workers=2,
+                          cameras=plan.cameras, overwrite=True, progress=False, heldout=plan.heldout)
+        _log(start, f"generated {sum(report.episodes.values())} episodes ({report.episodes_per_minute:.1f}/min)")
+    else:
+        _log(start, f"reusing cached demonstrations {data}")
+
+    base = _train(out / "pretrain", data, start, phase="scratch", preset="tiny", max_steps=plan.pretrain_steps,
+                  global_batch_size=plan.batch, model_override=(f"shortest_image_edge={plan.image_edge}",), seed=0)
+    runs = []
+    third = max(1, plan.finetune_steps // 3)
+    for seed in plan.seeds:
+        baseline = out / f"baseline-seed{seed}"
+        _train(baseline, data, start, phase="3", arm="baseline", init=base, max_steps=3 * third,
+               global_batch_size=plan.batch, seed=seed, learning_rate=1e-4)
+        runs.append(baseline)
+        previous = base
+        for phase in ("1", "2", "3"):
+            run = out / f"svms-seed{seed}-phase{phase}"
+            previous = _train(run, data, start, phase=phase, arm="svms", init=previous, max_steps=third,
+                              global_batch_size=plan.batch, seed=seed, learning_rate=1e-4)
+            runs.append(run)
+    for run in runs:
+        if run.name.startswith("baseline") or run.name.endswith("phase3"):
+            _evaluate(run, data, plan, start)
+    heatmaps = sorted(out.glob("svms-seed*-phase3/eval/open_loop/figures/router_heatmap.png"))
+    if heatmaps:
+        (out / "figures").mkdir(exist_ok=True)
+        shutil.copy(heatmaps[0], out / "figures" / "router_heatmap.png")
+    result = compare([out / "pretrain", *runs])
+    report = write_report(result, out)
+    _log(start, f"report: {report}")
+    print(verdict(result))
+    return report
+
