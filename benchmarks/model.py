@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import time
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 
 from svms.model import Gr00tN1d6, Gr00tN1d6Config
+from timing import median_time
 
 MANIFEST = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "gr00t_n1d6" / "manifest_n1d6_3b.json"
 GROUP_DEPTH = {"backbone": 3, "action_head": 2, "svms": 1}
@@ -65,16 +65,6 @@ def parameter_table() -> None:
     print(f"  {'baseline total':<40} {base:>15,d} {ref_total or 0:>15,d}  "
           f"{'yes' if base == ref_total else 'NO'}")
     print(f"  SVMS adds {svms:,d} parameters = {100 * svms / base:.3f}% of the baseline\n")
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
 
 
 def mid_config() -> Gr00tN1d6Config:

@@ -8,23 +8,13 @@ Prints the parameter count as a % of the released 2,975,969,728-parameter GR00T 
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
 
 from svms.sheaf import SheafStreams, SheafStreamsConfig
+from timing import median_time
 
 N1D6_3B_PARAMS = 2_975_969_728
-
-
-def time_fwd_bwd(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
 
 
 def main() -> None:
@@ -65,8 +55,8 @@ def main() -> None:
     def linear_step() -> None:
         linear(h).mean().backward()
 
-    t_sheaf = time_fwd_bwd(sheaf_step, args.repeats)
-    t_linear = time_fwd_bwd(linear_step, args.repeats)
+    t_sheaf = median_time(sheaf_step, args.repeats)
+    t_linear = median_time(linear_step, args.repeats)
     print(f"\nCPU forward+backward, B={B} T={T} D={D}, {torch.get_num_threads()} threads, "
           f"median of {args.repeats}:")
     print(f"  {'Linear(D, D)':<14} {1000 * t_linear:9.1f} ms   1.00x")
