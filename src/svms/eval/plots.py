@@ -19,6 +19,12 @@ FIGURES = ("open_loop_error.png", "closed_loop_success.png", "training_curves.pn
 MAX_POINTS = 400  # longer curves are shown as a running mean so that seeds stay readable
 
 
+
+def _yerr(mean: float, lo: float, hi: float) -> list[list[float]]:
+    """Error-bar lengths below and above the mean; never negative (a bootstrap CI of one seed can sit a
+    rounding error off its mean)."""
+    return [[max(0.0, mean - lo)], [max(0.0, hi - mean)]]
+
 def arm_color(arm: str, arms: list[str]) -> tuple[float, ...]:
     """tab10 colour: the known arms keep theirs across reports, other arms take the next ones."""
     import matplotlib
@@ -59,11 +65,10 @@ def plot_open_loop(result: CompareResult, path: Path) -> Path | None:
             s = result.stat(metric, OVERALL, arm)
             c = next((c for c in result.comparisons if (c.metric, c.scope, c.arm) == (metric, OVERALL, arm)), None)
             if s is not None:
-                top.errorbar([i], [s.mean], yerr=[[s.mean - s.lo], [s.hi - s.mean]], fmt="o", capsize=6,
+                top.errorbar([i], [s.mean], yerr=_yerr(s.mean, s.lo, s.hi), fmt="o", capsize=6,
                              color=arm_color(arm, arms))
             if c is not None and c.relative_lo is not None:
-                bottom.errorbar([i], [c.relative_pct], yerr=[[c.relative_pct - c.relative_lo],
-                                                             [c.relative_hi - c.relative_pct]],
+                bottom.errorbar([i], [c.relative_pct], yerr=_yerr(c.relative_pct, c.relative_lo, c.relative_hi),
                                 fmt="o", capsize=6, color=arm_color(arm, arms))
                 bottom.annotate(c.label, (i, c.relative_hi), textcoords="offset points", xytext=(0, 6),
                                 ha="center", fontsize=7)
@@ -98,7 +103,7 @@ def plot_success(result: CompareResult, path: Path) -> Path | None:
                 continue
             x = i + (j - (len(arms) - 1) / 2) * width
             ax.bar(x, s.mean, width * 0.9, color=arm_color(arm, list(result.arms)), label=arm if i == 0 else None)
-            ax.errorbar([x], [s.mean], yerr=[[s.mean - s.lo], [s.hi - s.mean]], fmt="none", ecolor="black",
+            ax.errorbar([x], [s.mean], yerr=_yerr(s.mean, s.lo, s.hi), fmt="none", ecolor="black",
                         capsize=3)
             ax.text(x, 0.01, f"{s.successes}/{s.n}", ha="center", va="bottom", fontsize=7, rotation=90)
     ax.set_xticks(range(len(scopes)), ["all tasks" if s == OVERALL else s for s in scopes])

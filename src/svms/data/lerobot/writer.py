@@ -50,6 +50,7 @@ def write_video(path: Path, frames: np.ndarray, fps: float, codec: str = "h264",
         stream = container.add_stream(name, rate=rate)
         stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
         stream.options = {**options, "g": str(gop)}
+        stream.codec_context.thread_count = 1  # else FFmpeg's auto thread count overrides "threads"
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
