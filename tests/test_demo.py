@@ -26,5 +26,8 @@ def test_quick_demo_writes_the_report(tmp_path, monkeypatch, capsys):
     comparison = json.loads((out / "comparison.json").read_text())
     assert comparison  # machine-readable results beside the report
     assert "report:" in capsys.readouterr().out
+    # the tiny baseline trained from scratch on the generated data learns: its loss falls
+    losses = [json.loads(x)["loss"] for x in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    assert sum(losses[-20:]) / 20 < sum(losses[:20]) / 20
     # the data are cached: a second run reuses them
     assert list((tmp_path / "cache").iterdir())

@@ -89,3 +89,43 @@ def test_train_then_open_loop_cli(dataset_dir, tmp_path, capsys):
     assert main(["eval", "open-loop", "--checkpoint", str(run), "--dataset", str(dataset_dir),
                  "--out", str(out), "--action-horizon", "99"]) == 1
     assert "action-horizon" in capsys.readouterr().err
+
+
+def test_open_loop_through_a_policy_server_matches_in_process(dataset_dir, tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from svms.serve import PolicyClient
+
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(dataset_dir), "--out", str(run), "--max-steps", "1",
+                 "--global-batch-size", "2", "--no-tensorboard"]) == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    server = subprocess.Popen([sys.executable, "-m", "svms.cli", "serve", "--checkpoint", str(run), "--port", str(port),
+                               "--seed", "0", "--device", "cpu"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        client = PolicyClient("127.0.0.1", port, timeout_s=2)
+        deadline = time.time() + 120
+        while not client.ping():
+            assert time.time() < deadline and server.poll() is None, "server did not start"
+        assert main(["eval", "open-loop", "--server", f"127.0.0.1:{port}", "--dataset", str(dataset_dir),
+                     "--out", str(tmp_path / "remote")]) == 0
+        assert main(["eval", "open-loop", "--checkpoint", str(run), "--dataset", str(dataset_dir),
+                     "--out", str(tmp_path / "local"), "--device", "cpu"]) == 0
+        remote = json.loads((tmp_path / "remote" / "metrics.json").read_text())
+        local = json.loads((tmp_path / "local" / "metrics.json").read_text())
+        assert remote["checkpoint"] == f"server:127.0.0.1:{port}"
+        assert remote["overall"]["mse"] == pytest.approx(local["overall"]["mse"], rel=1e-5)
+        client.kill()
+        server.wait(timeout=30)
+    finally:
+        if server.poll() is None:
+            server.kill()

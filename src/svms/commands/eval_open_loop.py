@@ -15,12 +15,14 @@ class EvalOpenLoop:
     key and per task; trajectory plots; SVMS router heatmap and sheaf residuals. Writes OUT/metrics.json.
     """
 
-    checkpoint: Path
-    """checkpoint folder (or a run folder: its newest checkpoint)"""
     dataset: Path
     """LeRobot v2 dataset folder"""
     out: Path
     """output folder (metrics.json, figures/)"""
+    checkpoint: Path | None = None
+    """checkpoint folder (or a run folder: its newest checkpoint)"""
+    server: str | None = None
+    """HOST:PORT of a GR00T policy server (ours or NVIDIA's) instead of --checkpoint"""
     episodes: tuple[int, ...] | None = None
     """episode indices (default: the --split episodes)"""
     split: str = "heldout"
@@ -48,7 +50,7 @@ class EvalOpenLoop:
             console.print(f"episode {done}/{total} (index {result.episode_index}): "
                           f"mse {result.errors()['mse']:.5f}", highlight=False)
 
-        m = run_open_loop(self.checkpoint, self.dataset, self.out,
+        m = run_open_loop(self.checkpoint, self.dataset, self.out, server=self.server,
                           episodes=None if self.episodes is None else list(self.episodes), split=self.split,
                           steps=self.steps, action_horizon=self.action_horizon, embodiment_tag=self.embodiment_tag,
                           seed=self.seed, device=self.device, plots=self.plots, progress=progress)

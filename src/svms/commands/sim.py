@@ -63,8 +63,10 @@ class SimRollout:
     harness: zero, random, or replay:DATASET_DIR[:EPISODE]. Needs the `sim` extra.
     """
 
-    checkpoint: str
+    checkpoint: str | None = None
     """checkpoint folder, or zero | random | replay:DATASET_DIR[:EPISODE]"""
+    server: str | None = None
+    """HOST:PORT of a GR00T policy server (ours or NVIDIA's) instead of --checkpoint"""
     tasks: tuple[str, ...] = ALL_TASKS
     """robosuite environment names"""
     episodes: int = 10
@@ -87,12 +89,21 @@ class SimRollout:
     def run(self) -> int:
         from rich.console import Console
 
+        from svms.errors import SvmsError
         from svms.sim.policies import load_policy
         from svms.sim.rollout import evaluate, results_table
 
-        policy = load_policy(self.checkpoint, seed=self.seed, device=self.device)
+        if (self.checkpoint is None) == (self.server is None):
+            raise SvmsError("pass either --checkpoint or --server HOST:PORT (exactly one)")
+        if self.server is not None:
+            from svms.serve import PolicyClient, parse_address
+            from svms.sim.policies import CheckpointPolicy
+
+            policy = CheckpointPolicy(PolicyClient(*parse_address(self.server)))
+        else:
+            policy = load_policy(self.checkpoint, seed=self.seed, device=self.device)
         cameras = self.cameras or getattr(policy, "cameras", ALL_CAMERAS)
         results = evaluate(policy, self.tasks, self.episodes, self.seed, self.n_action_steps, self.resolution,
                            cameras, self.out, self.videos_per_task)
-        Console().print(results_table(results, title=f"closed-loop success: {self.checkpoint}"))
+        Console().print(results_table(results, title=f"closed-loop success: {self.checkpoint or self.server}"))
         return 0

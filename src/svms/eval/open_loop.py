@@ -119,35 +119,48 @@ def svms_diagnostics(policy, observation: dict[str, Any]) -> dict[str, Any] | No
     }
 
 
-def run_open_loop(checkpoint: Path, dataset_dir: Path, out: Path, *, episodes: list[int] | None = None,
+def run_open_loop(checkpoint: Path | None, dataset_dir: Path, out: Path, *, server: str | None = None,
+                  episodes: list[int] | None = None,
                   split: str | None = "heldout", steps: int = 200, action_horizon: int | None = None,
                   embodiment_tag: str | None = None, seed: int = 0, device: str = "auto", plots: int = 3,
                   progress=None) -> dict[str, Any]:
-    """Evaluate a checkpoint on a dataset's episodes; writes OUT/metrics.json and OUT/figures/*.png."""
+    """Evaluate a checkpoint (or a policy server at `server` = HOST:PORT) on a dataset's episodes; writes
+    OUT/metrics.json and OUT/figures/*.png."""
     from svms.data.lerobot.meta import load_meta, split_episodes
     from svms.data.lerobot.reader import Gr00tLeRobotDataset
     from svms.eval.plots_open_loop import plot_router_heatmap, plot_trajectory
     from svms.eval.policy import Gr00tPolicy
 
-    policy = Gr00tPolicy.from_checkpoint(checkpoint, embodiment_tag, device=device, seed=seed)
+    if (checkpoint is None) == (server is None):
+        raise SvmsError("pass either --checkpoint DIR or --server HOST:PORT (exactly one)")
+    if server is not None:
+        from svms.serve import PolicyClient, parse_address
+
+        policy = PolicyClient(*parse_address(server))
+        tag, statistics, settings = embodiment_tag or "new_embodiment", None, None
+    else:
+        policy = Gr00tPolicy.from_checkpoint(checkpoint, embodiment_tag, device=device, seed=seed)
+        tag, statistics, settings = policy.tag, policy.processor.statistics[policy.tag], policy.processor.settings
+    config = policy.get_modality_config()
     meta = load_meta(dataset_dir)
     used_split = split if split in (meta.info.get("splits") or {}) else None
     chosen = episodes if episodes is not None else split_episodes(meta, used_split)
-    horizon = policy.config.action_horizon
+    horizon = config.action_horizon
     a = horizon if action_horizon is None else action_horizon
     if not 1 <= a <= horizon:
         raise SvmsError(f"--action-horizon {a} must lie in 1..{horizon} (the policy's action horizon)")
-    dataset = Gr00tLeRobotDataset(dataset_dir, policy.tag, config=policy.config,
-                                  statistics=policy.processor.statistics[policy.tag],
-                                  settings=policy.processor.settings, episodes=chosen, allow_padding=True)
+    dataset = Gr00tLeRobotDataset(dataset_dir, tag, config=config, statistics=statistics, settings=settings,
+                                  episodes=chosen, allow_padding=True)
     results, residuals, heatmap = [], [], None
     for n, index in enumerate(chosen):
         pos = dataset.position_of(index)
         results.append(evaluate_episode(policy, dataset, pos, steps, a))
         if progress is not None:
             progress(n + 1, len(chosen), results[-1])
+        if server is not None:
+            continue  # SVMS diagnostics need the model in this process
         raw = dataset.sample_at(pos, 0)
-        cfg = policy.config
+        cfg = config
         diag = svms_diagnostics(policy, {
             "video": {k: np.stack(raw.video[k])[None] for k in cfg.video.modality_keys},
             "state": {k: raw.state[k][None] for k in cfg.state.modality_keys},
@@ -170,7 +183,8 @@ def run_open_loop(checkpoint: Path, dataset_dir: Path, out: Path, *, episodes: l
             "sheaf_residual": {"mean": float(np.mean(residuals)), "min": float(np.min(residuals)),
                                "max": float(np.max(residuals)), "values": residuals},
         }
-    payload = {"checkpoint": str(checkpoint), "dataset": str(dataset_dir), "split": used_split or "all",
+    source = str(checkpoint) if server is None else f"server:{server}"
+    payload = {"checkpoint": source, "dataset": str(dataset_dir), "split": used_split or "all",
                "action_horizon": a, "steps": steps, "seed": seed, **summarise(results),
                "episodes": [r.errors() for r in results], "svms": svms_summary}
     write_metrics(out, payload)

@@ -131,7 +131,7 @@ class CheckpointPolicy:
         self.cameras = tuple(config.video.modality_keys)
         missing = [k for k in ACTION_KEYS if k not in config.action.modality_keys]
         if missing:
-            raise SvmsError(f"the checkpoint's embodiment {policy.tag!r} has no action keys {missing}; the "
+            raise SvmsError(f"the policy's embodiment has no action keys {missing}; the "
                             "simulated Panda needs the robocasa_panda_omron layout (train on a dataset from "
                             "`svms sim generate`)")
 
