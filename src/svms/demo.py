@@ -46,9 +46,9 @@ class DemoPlan:
 QUICK = DemoPlan(tasks=("Lift",), episodes=6, heldout=2, resolution=64,
                  cameras=("res256_image_side_0", "res256_image_wrist_0"), pretrain_steps=120, finetune_steps=60,
                  batch=4, seeds=(0,), rollout_episodes=3)
-FULL = DemoPlan(tasks=("Lift", "Door"), episodes=10, heldout=2, resolution=64,
-                cameras=("res256_image_side_0", "res256_image_wrist_0"), pretrain_steps=150, finetune_steps=60,
-                batch=8, seeds=(0, 1), rollout_episodes=3)
+FULL = DemoPlan(tasks=("Lift", "Door"), episodes=16, heldout=5, resolution=64,
+                cameras=("res256_image_side_0", "res256_image_wrist_0"), pretrain_steps=300, finetune_steps=90,
+                batch=8, seeds=(0, 1), rollout_episodes=5)
 
 
 def cache_dir() -> Path:
