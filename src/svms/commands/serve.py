@@ -43,8 +43,9 @@ class Serve:
     """seed the sampling noise; reset re-seeds it, so each episode draws the same noise"""
 
     def run(self) -> int:
+        from svms.device import resolve_device
         from svms.errors import SvmsError
-        from svms.eval.policy import Gr00tPolicy, pick_device
+        from svms.eval.policy import Gr00tPolicy
         from svms.serve.server import WIRE_CHOICES, PolicyServer, warm_up
 
         if self.wire not in WIRE_CHOICES:  # before the slow load
@@ -52,7 +53,7 @@ class Serve:
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         folder = self._folder()
-        if pick_device(self.device).type == "cpu":
+        if resolve_device(self.device).type == "cpu":
             self._check_fits_cpu(folder)
         logging.getLogger("svms.serve").info("loading %s", folder)
         policy = Gr00tPolicy.from_checkpoint(folder, self.embodiment_tag, device=self.device,

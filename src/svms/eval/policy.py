@@ -19,15 +19,8 @@ import torch
 from svms.data.collate import collate
 from svms.data.modality import EmbodimentConfig, normalize_tag
 from svms.data.processor import Gr00tProcessor
+from svms.device import resolve_device
 from svms.errors import SvmsError
-
-
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SvmsError("device cuda was requested but no CUDA GPU is visible; use cpu or auto")
-    return torch.device(device)
 
 
 class Gr00tPolicy:
@@ -67,7 +60,7 @@ class Gr00tPolicy:
                 raise SvmsError(f"{folder} holds statistics for {tags or 'no embodiment'}; pass the embodiment "
                                 "tag to use")
             embodiment_tag = tags[0]
-        dev = pick_device(device)
+        dev = resolve_device(device)
         if dtype is None and dev.type == "cuda":
             dtype = torch.bfloat16
         model = Gr00tN1d6.from_pretrained(folder, device=dev, dtype=dtype)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from svms.errors import SvmsError
+from svms.device import resolve_device
 
 
 @dataclass
@@ -43,19 +43,13 @@ def setup_runtime(device: str) -> Runtime:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SvmsError("--device cuda was requested but no CUDA GPU is visible; use --device cpu or auto")
-    if device not in ("cpu", "cuda"):
-        raise SvmsError(f"--device {device!r}: use auto, cpu or cuda")
-    dev = torch.device(f"cuda:{local}") if device == "cuda" else torch.device("cpu")
-    if device == "cuda":
+    dev = resolve_device(device, local)
+    if dev.type == "cuda":
         torch.cuda.set_device(dev)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device == "cuda" else "gloo")
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
     return Runtime(rank, world, dev)
 
 
