@@ -37,7 +37,8 @@ def main() -> None:
         if measured is not None:
             ratio = measured.peak_allocated_gib / est.allocated_gib
             console.print(f"phase {phase}: measured {measured.peak_allocated_gib:.2f} GiB allocated vs "
-                          f"estimated {est.allocated_gib:.2f} (ratio {ratio:.2f}) on {measured.device}")
+                          f"estimated {est.allocated_gib:.2f} (ratio {ratio:.2f}), {measured.step_seconds:.3f} s "
+                          f"per step ({batch / measured.step_seconds:.1f} samples/s) on {measured.device}")
     if not cuda:
         console.print("no CUDA GPU (or --no-measure): estimates only")
     console.print(memory_table(rows))

@@ -138,7 +138,7 @@ def cuda_table(batch_size: int) -> None:
             opt.zero_grad(set_to_none=True)
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() / 2**30
-        del opt
+        del opt, params, out, loss
         model = model.to(torch.bfloat16).eval()
         one = {k: (v[:1] if torch.is_tensor(v) else v[:1]) for k, v in batch.items()}
 
@@ -149,7 +149,7 @@ def cuda_table(batch_size: int) -> None:
         latency = median_time(act, 10)
         print(f"  {arm:<9} train step batch {batch_size}: peak {peak:6.1f} GiB   "
               f"get_action (batch 1, 4 steps): {1000 * latency:6.1f} ms")
-        del model
+        del model, batch, one
         torch.cuda.empty_cache()
 
 

@@ -12,7 +12,8 @@ from svms.commands.memory import Memory
 from svms.errors import SvmsError
 from svms.train import memory
 from svms.train.memory import estimate, fit_options, phase_stages
-from svms.train.phases import apply_phase
+from svms.model import Gr00tN1d6, Gr00tN1d6Config
+from svms.train.phases import apply_phase, apply_phase_dtypes
 
 PRESET = "n1d6-3b"
 
@@ -133,3 +134,34 @@ def test_command_prints_the_table(capsys):
     assert tyro.cli(Memory, args=["--phase", "3", "--optimizer", "adamw-foreach", "--frozen-dtype", "mixed",
                                   "--batch-size", "16"]).run() == 0
     assert "what makes it fit" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("frozen", ["bf16", "mixed", "fp32"])
+@pytest.mark.parametrize("phase", ["1", "3"])
+def test_phase_dtypes_keep_trainable_fp32_and_follow_the_frozen_rule(phase, frozen):
+    config = dataclasses.replace(Gr00tN1d6Config.preset("tiny"), use_sheaf_streams=True)
+    model = Gr00tN1d6(config, backbone_dtype=torch.bfloat16)  # the mixed build a checkpoint load gives
+    apply_phase(model, phase)
+    apply_phase_dtypes(model, frozen)
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            expected = torch.float32
+        elif frozen == "bf16" or (frozen == "mixed" and name.startswith("backbone.")):
+            expected = torch.bfloat16
+        else:
+            expected = torch.float32
+        assert p.dtype == expected, (name, p.dtype)
+    # the model still trains under bf16 autocast (CPU autocast stands in for CUDA's here)
+    batch = model.dummy_batch(2, image_size=56)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(batch).loss
+    loss.backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32
+               for p in model.parameters() if p.requires_grad and p.grad is not None)
+    assert any(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_phase_dtypes_reject_an_unknown_rule():
+    model = Gr00tN1d6(Gr00tN1d6Config.preset("tiny"))
+    with pytest.raises(SvmsError, match="bf16, fp32, mixed"):
+        apply_phase_dtypes(model, "fp16")

@@ -84,6 +84,8 @@ def memory_table(rows: list[tuple[MemoryEstimate, MeasuredMemory | None, list[Fi
                       *["" if m is None else f"{m.peak_allocated_gib:.2f}" for _, m, _ in rows])
         table.add_row("measured max_memory_reserved",
                       *["" if m is None else f"{m.peak_reserved_gib:.2f}" for _, m, _ in rows])
+        table.add_row("measured seconds per step (samples/s)", *[
+            "" if m is None else f"{m.step_seconds:.3f} ({e.batch_size / m.step_seconds:.1f})" for e, m, _ in rows])
         device = next(m.device for _, m, _ in rows if m is not None)
         table.caption = f"measured on {device}"
     table.add_row("seed's claim", *[

@@ -44,13 +44,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import statistics
+import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from svms.errors import SvmsError
-from svms.train.phases import apply_phase
+from svms.train.phases import FROZEN_DTYPES, apply_phase, apply_phase_dtypes, frozen_is_bf16
 
 GIB = 1024**3
 CARD_GIB = 31.8  # a "32 GB" card (RTX 5090, V100-32GB) reports ~32,600 MiB
@@ -60,7 +62,6 @@ SEED_CLAIM_GB = {1: 18, 2: 24, 3: 28}
 PHASE_BATCH = {1: 16, 2: 12, 3: 8}
 OPTIMIZER_BYTES = {"adamw": 8, "adamw-foreach": 8, "adamw8bit": 2, "offload": 0}
 FOREACH_TEMP_BYTES = 4  # torch's multi-tensor AdamW builds sqrt(v) for every parameter at the step
-FROZEN_DTYPES = ("bf16", "fp32", "mixed")
 IMAGES, TOKENS_PER_IMAGE, TEXT_TOKENS, IMAGE_SIZE = 3, 81, 40, 252
 DEFAULT_SEQ_LEN = IMAGES * TOKENS_PER_IMAGE + TEXT_TOKENS
 
@@ -273,11 +274,8 @@ def _check_args(phase: int, batch_size: int, optimizer: str, frozen_dtype: str, 
 
 
 def _frozen_bytes(stage: str, frozen_dtype: str) -> int:
-    if frozen_dtype == "fp32":
-        return 4
-    if frozen_dtype == "mixed" and not stage.startswith(("vision", "embed", "llm")):
-        return 4
-    return 2
+    backbone = stage.startswith(("vision", "embed", "llm"))
+    return 2 if frozen_is_bf16("backbone." if backbone else "", frozen_dtype) else 4
 
 
 def estimate(preset: str, phase: int, batch_size: int, grad_checkpointing: bool = False,
@@ -368,7 +366,9 @@ def fit_options(est: MemoryEstimate, card_gib: float = CARD_GIB) -> list[FitOpti
                 frozen_dtype=est.frozen_dtype, seq_len=est.seq_len)
     tries: list[tuple[str, dict]] = []
     if not est.grad_checkpointing:
-        tries.append(("gradient checkpointing", {"grad_checkpointing": True}))
+        # Measured on an H100 at the phases' default batches, checkpointing raised the peak (activations
+        # are small next to the optimizer state); offered for large batches, to be checked with --measure.
+        tries.append(("gradient checkpointing (check with --measure)", {"grad_checkpointing": True}))
     if est.optimizer in ("adamw", "adamw-foreach"):
         if est.optimizer == "adamw-foreach":
             tries.append(("fused AdamW", {"optimizer": "adamw"}))
@@ -399,6 +399,7 @@ class MeasuredMemory:
     peak_allocated_gib: float  # torch.cuda.max_memory_allocated over the steps
     peak_reserved_gib: float  # torch.cuda.max_memory_reserved (what the allocator took from the card)
     steps: int
+    step_seconds: float  # median wall time of the steps after the first (which warms up kernels)
 
 
 def sequence_layout(seq_len: int) -> tuple[int, int]:
@@ -416,11 +417,7 @@ def prepare_model(model: nn.Module, phase: int, frozen_dtype: str = "bf16",
     `frozen_dtype`), optional checkpointing of LLM layers and DiT blocks. Returns the trainable params."""
     _check_phase(phase)
     apply_phase(model, str(phase))
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            p.data = p.data.float()
-        elif _frozen_bytes(_stage_of(name), frozen_dtype) == 2:
-            p.data = p.data.to(torch.bfloat16)
+    apply_phase_dtypes(model, frozen_dtype)
     if grad_checkpointing:
         from torch.utils.checkpoint import checkpoint
 
@@ -432,8 +429,9 @@ def prepare_model(model: nn.Module, phase: int, frozen_dtype: str = "bf16",
 
 
 def training_steps(model: nn.Module, batch: dict, params: list[nn.Parameter], steps: int, optimizer: str,
-                   device_type: str) -> list[float]:
-    """`steps` optimizer steps as the trainer takes them (bf16 autocast, AdamW, clipping); the losses."""
+                   device_type: str, seconds: list[float] | None = None) -> list[float]:
+    """`steps` optimizer steps as the trainer takes them (bf16 autocast, AdamW, clipping); the losses.
+    The wall time of each step (synchronised on CUDA) is appended to `seconds` when given."""
     if optimizer == "adamw8bit":
         try:
             import bitsandbytes as bnb
@@ -448,6 +446,7 @@ def training_steps(model: nn.Module, batch: dict, params: list[nn.Parameter], st
         raise SvmsError(f"--measure supports the optimizers adamw, adamw-foreach and adamw8bit, not {optimizer!r}")
     losses = []
     for _ in range(steps):
+        start = time.perf_counter()
         with torch.autocast(device_type, dtype=torch.bfloat16):
             out = model(batch)
             loss = out.loss
@@ -459,7 +458,9 @@ def training_steps(model: nn.Module, batch: dict, params: list[nn.Parameter], st
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))
+        losses.append(float(loss.detach()))  # synchronises the device
+        if seconds is not None:
+            seconds.append(time.perf_counter() - start)
     return losses
 
 
@@ -484,15 +485,17 @@ def measure(preset: str, phase: int, batch_size: int, grad_checkpointing: bool =
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
+    seconds: list[float] = []
     try:
-        training_steps(model, batch, params, steps, optimizer, "cuda")
+        training_steps(model, batch, params, steps, optimizer, "cuda", seconds)
         torch.cuda.synchronize()
         peak = torch.cuda.max_memory_allocated() / GIB
         reserved = torch.cuda.max_memory_reserved() / GIB
     finally:
         del model, params, batch
         torch.cuda.empty_cache()
-    return MeasuredMemory(torch.cuda.get_device_name(), peak, reserved, steps)
+    step_seconds = statistics.median(seconds[1:] or seconds)
+    return MeasuredMemory(torch.cuda.get_device_name(), peak, reserved, steps, step_seconds)
 
 
 def default_batch(phase: int) -> int:

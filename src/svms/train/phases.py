@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from svms.errors import SvmsError
@@ -34,6 +35,32 @@ def apply_phase(model: Gr00tN1d6, phase: str) -> None:
     else:
         raise SvmsError(f"unknown phase {phase!r}")
     set_train_mode(model, phase)
+
+
+FROZEN_DTYPES = ("bf16", "fp32", "mixed")
+
+
+def frozen_is_bf16(name: str, frozen_dtype: str) -> bool:
+    """Whether frozen parameter `name` is stored in bf16: all frozen weights for "bf16", only the
+    backbone's for "mixed" (the reference: frozen backbone bf16, action head fp32), none for "fp32"."""
+    if frozen_dtype not in FROZEN_DTYPES:
+        raise SvmsError(f"frozen weights dtype {frozen_dtype!r}: use one of {', '.join(FROZEN_DTYPES)}")
+    return frozen_dtype == "bf16" or (frozen_dtype == "mixed" and name.startswith("backbone."))
+
+
+def apply_phase_dtypes(model: nn.Module, frozen_dtype: str = "bf16") -> None:
+    """Trainable parameters in fp32, frozen ones per `frozen_dtype` (call after `apply_phase`).
+
+    For training under bf16 autocast on a GPU, where the matrix products run in bf16 anyway; frozen
+    bf16 weights halve their memory (phase 1 of the 3B model: 5.6 instead of 11.2 GiB of weights).
+    """
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            p.data = p.data.float()
+        elif frozen_is_bf16(name, frozen_dtype):
+            p.data = p.data.to(torch.bfloat16)
+        else:
+            p.data = p.data.float()
 
 
 def set_train_mode(model: Gr00tN1d6, phase: str) -> None:
