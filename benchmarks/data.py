@@ -7,7 +7,9 @@ folder, then measures, on the same random sample indices:
   full     + GR00T/Eagle image processing, normalisation and collation into model batches (+ aux labels)
 for the seeking decoder (ours) and for a baseline that opens each video and decodes from frame 0
 up to the wanted frame for every sample; then ours through a DataLoader with worker processes.
-The ratio column is against the naive loader measured in the same run.
+The ratio column is against the naive loader measured in the same run. Then the processing stage
+alone, and the GR00T image transform per 256x256 frame: train (random crop, + rotation, + colour
+jitter) against eval (centre crop).
 """
 
 from __future__ import annotations
@@ -117,6 +119,34 @@ def main() -> None:
     for name, r, ratio in rows:
         print(f"{name:<48} {r:>10.1f} {ratio:>8.1f}x")
     processing_stage()
+    transform_costs()
+
+
+def transform_costs(frames: int = 500) -> None:
+    """Time per 256x256 frame of the GR00T transform: eval against train variants (one draw per frame)."""
+    from svms.data.images import draw_augment, gr00t_train_transform, gr00t_transform
+
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (256, 256, 3), dtype=np.uint8) for _ in range(16)]
+    jitter = {"brightness": 0.3, "contrast": 0.4, "saturation": 0.5, "hue": 0.08}
+
+    def per_frame(fn) -> float:
+        fn(images[0])
+        t0 = time.perf_counter()
+        for i in range(frames):
+            fn(images[i % len(images)])
+        return (time.perf_counter() - t0) / frames
+
+    def train(rotation=None, colour=None):
+        return lambda im: gr00t_train_transform(im, draw_augment(rng, im.shape[:2], rotation=rotation, jitter=colour))
+
+    base = per_frame(gr00t_transform)
+    print(f"\n{'GR00T transform, 256x256 frame':<48} {'us/frame':>10} {'vs eval':>9}")
+    for name, fn in (("eval (centre crop)", gr00t_transform), ("train: random crop", train()),
+                     ("train: + rotation 15 deg", train(15.0)), ("train: + colour jitter (4 ops)", train(None, jitter)),
+                     ("train: crop + rotation + jitter", train(15.0, jitter))):
+        t = base if fn is gr00t_transform else per_frame(fn)
+        print(f"{name:<48} {1e6 * t:>10.1f} {t / base:>8.2f}x")
 
 
 def processing_stage(samples: int = 20) -> None:

@@ -149,7 +149,7 @@ def cuda_table(batch_size: int) -> None:
         latency = median_time(act, 10)
         print(f"  {arm:<9} train step batch {batch_size}: peak {peak:6.1f} GiB   "
               f"get_action (batch 1, 4 steps): {1000 * latency:6.1f} ms")
-        del model, batch, one
+        del model, batch, one, act  # act's defaults hold the model
         torch.cuda.empty_cache()
 
 

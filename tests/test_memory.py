@@ -10,9 +10,9 @@ import tyro
 
 from svms.commands.memory import Memory
 from svms.errors import SvmsError
+from svms.model import Gr00tN1d6, Gr00tN1d6Config
 from svms.train import memory
 from svms.train.memory import estimate, fit_options, phase_stages
-from svms.model import Gr00tN1d6, Gr00tN1d6Config
 from svms.train.phases import apply_phase, apply_phase_dtypes
 
 PRESET = "n1d6-3b"

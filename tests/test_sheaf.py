@@ -92,6 +92,32 @@ def test_lambda_bound_is_an_upper_bound_on_the_spectrum():
             assert bound <= 2 * 3 * lam  # not uselessly loose (degree <= 2 here)
 
 
+@pytest.mark.parametrize("change", ["fused adamw", "foreach adamw", "in place", "load_state_dict", "to double"])
+def test_cached_lambda_bound_follows_every_change_of_the_maps(change):
+    m = build(seed=3)
+    before = m.maps.lambda_max_bound().clone()
+    assert m.maps.lambda_max_bound() is m.maps.lambda_max_bound()  # cached while nothing changes
+    if change.endswith("adamw"):
+        opt = torch.optim.AdamW(m.maps.parameters(), lr=0.5, fused=change == "fused adamw" or None,
+                                foreach=change == "foreach adamw" or None)
+        for p in m.maps.parameters():
+            p.grad = -torch.ones_like(p)  # grows every entry: the spectrum grows
+        opt.step()
+    elif change == "in place":
+        with torch.no_grad():
+            m.maps.P.mul_(2.0)
+    elif change == "load_state_dict":
+        m.load_state_dict(build(seed=4).state_dict())
+    else:
+        m = m.double()
+    fresh = m.maps._lambda_max_bound()
+    if change == "to double":  # same value, computed again in float64
+        assert m.maps.lambda_max_bound().dtype == torch.float64
+    else:
+        assert not torch.allclose(fresh, before)
+    torch.testing.assert_close(m.maps.lambda_max_bound(), fresh)
+
+
 # -- global sections ------------------------------------------------------------------------------
 def test_global_sections_from_the_kernel_are_fixed_by_diffusion():
     m = build(edges=TRIANGLE).double()

@@ -241,6 +241,38 @@ def test_kill_during_checkpoint_write_leaves_the_previous_one_usable(tmp_path, m
     assert [x["step"] for x in lines] == [1, 2, 3, 4]
 
 
+def test_augmented_lerobot_run_resumes_with_the_same_images(tmp_path, monkeypatch):
+    """The train image transform is drawn per sample position, so an interrupted run that resumes logs
+    the losses of the uninterrupted one (a stateful generator would restart and draw other crops)."""
+    from svms.data.lerobot import write_synthetic_dataset
+    from svms.train import metrics
+
+    write_synthetic_dataset(tmp_path / "ds", (20, 20), hw=(48, 64))
+    kw = dict(dataset=tmp_path / "ds", split=None, max_steps=3, save_every=1, global_batch_size=2, log_every=100,
+              tensorboard=False, model_override=("shortest_image_edge=56", "random_rotation_angle=10",
+                                                 'color_jitter_params={"brightness": 0.3, "hue": 0.05}'))
+    train(TrainConfig(out=tmp_path / "straight", **kw))
+    log = metrics.MetricsLogger.log
+
+    def log_then_fail(self, step, *args, **kwargs):
+        log(self, step, *args, **kwargs)
+        if step == 3:
+            raise KeyboardInterrupt("stopped after step 3")
+
+    monkeypatch.setattr(metrics.MetricsLogger, "log", log_then_fail)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(out=tmp_path / "resumed", **kw))
+    monkeypatch.setattr(metrics.MetricsLogger, "log", log)
+    assert [s for s, _ in list_checkpoints(tmp_path / "resumed")] == [1, 2]
+    train(TrainConfig(out=tmp_path / "resumed", **kw))  # resumes from checkpoint-2
+    straight = (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()
+    resumed = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in resumed] == [1, 2, 3]
+    assert resumed == straight
+    saved = json.loads((tmp_path / "resumed" / "checkpoint-3" / "processor_config.json").read_text())
+    assert saved["processor_kwargs"]["random_rotation_angle"] == 10
+
+
 DDP_SCRIPT = textwrap.dedent("""
     import sys, dataclasses
     from pathlib import Path

@@ -13,7 +13,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from svms.data.images import eagle_normalize, num_image_tokens, order_frames, process_frames
+from svms.data.images import (
+    check_augment_settings,
+    check_rgb_uint8,
+    draw_augment,
+    eagle_normalize,
+    num_image_tokens,
+    order_frames,
+    process_frames,
+)
 from svms.data.language import normalize_language
 from svms.data.modality import EmbodimentConfig, embodiment_ids, normalize_tag
 from svms.data.normalize import NormalizationSettings, StateActionNormalizer
@@ -23,7 +31,11 @@ from svms.errors import SvmsError
 
 @dataclass(frozen=True)
 class ProcessorSettings:
-    """Processor options of a checkpoint's `processor_config.json` (defaults: the released values)."""
+    """Processor options of a checkpoint's `processor_config.json` (defaults: the released values).
+
+    `random_rotation_angle` (degrees) and `color_jitter_params` ({brightness, contrast, saturation,
+    hue}) only act in the train transform, i.e. when `Gr00tProcessor` is called with a generator.
+    """
 
     max_state_dim: int = 128
     max_action_dim: int = 128
@@ -35,6 +47,11 @@ class ProcessorSettings:
     use_relative_action: bool = True
     use_percentiles: bool = False
     clip_outliers: bool = True
+    random_rotation_angle: float | None = None
+    color_jitter_params: dict[str, float] | None = None
+
+    def __post_init__(self) -> None:
+        check_augment_settings(self.random_rotation_angle, self.color_jitter_params)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ProcessorSettings:
@@ -109,7 +126,10 @@ def action_mask(
 
 
 class Gr00tProcessor:
-    """GR00T N1.6 input processing for a set of embodiments (eval transform; deterministic).
+    """GR00T N1.6 input processing for a set of embodiments.
+
+    Calls use the eval image transform (deterministic) unless given a `rng`, which selects the train
+    transform (random crop, the settings' rotation and colour jitter), drawn once per sample.
 
     `configs` maps tag → modality config; `statistics` maps tag → its `statistics.json` entry
     (needed only for tags whose state/actions are processed); `ids` a checkpoint's
@@ -168,12 +188,20 @@ class Gr00tProcessor:
         instruction: str,
         state: Mapping[str, np.ndarray] | None = None,
         action: Mapping[str, np.ndarray] | None = None,
+        rng: np.random.Generator | None = None,
     ) -> ProcessedSample:
         """Process one sample: `video` {camera: [uint8 RGB frame per video step]}, raw `state`
-        {key: (T, D)} and `action` {key: (H_e, D)} in physical units."""
+        {key: (T, D)} and `action` {key: (H_e, D)} in physical units. With `rng` the images go
+        through the train transform, its parameters drawn from `rng` for the first frame of the
+        first camera and replayed on all frames; without, the eval transform."""
         cfg, s = self.config(tag), self.settings
         frames = order_frames(video, cfg.video.modality_keys)
-        images = process_frames(frames, s.shortest_image_edge, s.crop_fraction)
+        draw = None
+        if rng is not None and frames:
+            first = check_rgb_uint8(frames[0])
+            draw = draw_augment(rng, first.shape[:2], s.shortest_image_edge, s.crop_fraction,
+                                s.random_rotation_angle, s.color_jitter_params)
+        images = process_frames(frames, s.shortest_image_edge, s.crop_fraction, draw)
         sizes = [(im.shape[0], im.shape[1]) for im in images]
         language = normalize_language(instruction) if s.formalize_language else instruction
         chat = render_chat(language, len(images))

@@ -46,8 +46,8 @@ def save_processor(processor: Gr00tProcessor, folder: str | Path,
         "image_crop_size": None,
         "image_target_size": None,
         "use_albumentations": True,
-        "random_rotation_angle": None,
-        "color_jitter_params": None,
+        "random_rotation_angle": s.random_rotation_angle,
+        "color_jitter_params": s.color_jitter_params,
         "model_name": model_name,
         "model_type": "eagle",
         "max_action_horizon": s.max_action_horizon,
@@ -82,4 +82,8 @@ def load_processor(folder: str | Path) -> Gr00tProcessor:
                             "modality needs delta_indices and modality_keys") from err
     statistics = _read_json(folder / STATISTICS) if (folder / STATISTICS).is_file() else {}
     ids = _read_json(folder / EMBODIMENT_IDS) if (folder / EMBODIMENT_IDS).is_file() else None
-    return Gr00tProcessor(configs, statistics, ProcessorSettings.from_dict(kwargs), ids)
+    try:
+        settings = ProcessorSettings.from_dict(kwargs)
+    except SvmsError as err:
+        raise SvmsError(f"{config_path}: {err}") from err
+    return Gr00tProcessor(configs, statistics, settings, ids)

@@ -152,15 +152,17 @@ class Gr00tN1d6(nn.Module):
         return int(tokens)
 
     def dummy_batch(self, batch_size: int, *, text_tokens: int = 32, n_images: int = 1,
-                    image_size: int = 252, seed: int = 0) -> dict[str, Any]:
+                    image_size: int = 252, seed: int = 0,
+                    device: torch.device | str | None = None) -> dict[str, Any]:
         """A valid random training batch for this config (smoke tests, benchmarks, memory measures).
 
         Each sample: `n_images` square images of `image_size` pixels, their image-token ids, random
         text ids, the first sample left-padded by 3 tokens; state/action at the config's padded sizes.
+        On `device` (default: the model's; a model on the meta device can make CPU batches).
         """
         c = self.config
         gen = torch.Generator().manual_seed(seed)
-        device = next(self.parameters()).device
+        device = next(self.parameters()).device if device is None else torch.device(device)
         vocab = self.backbone.eagle_config["text_config"]["vocab_size"]
         image_id = self.backbone.image_token_index
         per_image = self.image_tokens(image_size, image_size)

@@ -22,6 +22,8 @@ from typing import Any, Literal
 from svms.errors import SvmsError
 from svms.train.schedules import SHEAF_MODES
 
+FROZEN_DTYPES = ("bf16", "fp32", "mixed")
+
 PHASES = ("scratch", "1", "2", "3")
 
 # Each arm of the comparison is one flag: (svms on?, flag values, model-config overrides).
@@ -73,6 +75,10 @@ class TrainConfig:
     keep_checkpoints: int = 3
     """how many of the newest checkpoints to keep"""
     seed: int = 42
+    """seeds the model init, data order, flow-matching noise and image augmentation (>= 0)"""
+    augment: bool = True
+    """train image transform: random crop plus the model config's random_rotation_angle and
+    color_jitter_params (--no-augment: the eval transform, centre crop)"""
     global_batch_size: int | None = None
     """samples per optimizer step over all processes (phase default when unset)"""
     grad_accumulation: int = 1
@@ -92,7 +98,10 @@ class TrainConfig:
     router_temp_decay_steps: int | None = None
     """steps over which the router temperature anneals (default: the whole run)"""
     grad_checkpointing: bool = False
-    """recompute DiT block activations in the backward pass (less memory, ~30% slower)"""
+    """recompute DiT block activations in the backward pass (measured: no memory gain at the phase batches)"""
+    frozen_dtype: str = "bf16"
+    """on CUDA, dtype of frozen weights: bf16, mixed (frozen backbone bf16, action head fp32: the reference)
+    or fp32; trainable weights are always fp32 (bf16 autocast). On CPU every weight stays fp32"""
     num_workers: int = 0
     """DataLoader worker processes"""
     log_every: int = 10
@@ -142,6 +151,12 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise SvmsError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+        if self.frozen_dtype not in FROZEN_DTYPES:
+            raise SvmsError(f"--frozen-dtype {self.frozen_dtype!r}: use one of {', '.join(FROZEN_DTYPES)}")
+        if not isinstance(self.augment, bool):
+            raise SvmsError(f"augment = {self.augment!r}: use true or false (--augment / --no-augment)")
+        if self.seed < 0:
+            raise SvmsError(f"--seed must be >= 0, got {self.seed}")
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise SvmsError(f"--learning-rate must be > 0, got {self.learning_rate}")
         if self.sheaf_schedule is not None and self.sheaf_schedule not in SHEAF_MODES:

@@ -6,6 +6,8 @@ m*(W*b) + r*b ... + b (W processes, b per-process micro-batch). Position p maps 
 perm_e[p mod N] with perm_e a seeded permutation of epoch e = p // N. The flow-matching noise and time
 of a sample are drawn from a generator seeded by (seed, p), so they do not depend on how the batch
 is split; one process and two processes at the same global batch see the same samples and noise.
+The sampler hands the dataset `(index, p)` pairs, so the dataset's own random choices (the train
+image transform, the instruction of a multi-task episode) are seeded by (seed, p) too.
 """
 
 from __future__ import annotations
@@ -30,8 +32,9 @@ def micro_positions(step: int, micro: int, rank: int, world: int, per_process: i
     return list(range(start, start + per_process))
 
 
-class StepBatchSampler(Sampler[list[int]]):
-    """Dataset indices of every micro-batch of this process, from `start_step + 1` to `max_steps`."""
+class StepBatchSampler(Sampler[list[tuple[int, int]]]):
+    """(dataset index, sample position) pairs of every micro-batch of this process, from step
+    `start_step + 1` to `max_steps`; the dataset takes them as keys (`dataset[(index, position)]`)."""
 
     def __init__(self, n: int, seed: int, start_step: int, max_steps: int, rank: int, world: int,
                  per_process: int, accumulation: int) -> None:
@@ -47,12 +50,12 @@ class StepBatchSampler(Sampler[list[int]]):
             self._perms = {epoch: epoch_permutation(self.n, epoch, self.seed)}
         return int(self._perms[epoch][position % self.n])
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         for step in range(self.start_step + 1, self.max_steps + 1):
             for micro in range(self.accumulation):
                 positions = micro_positions(step, micro, self.rank, self.world, self.per_process,
                                             self.accumulation)
-                yield [self.index(p) for p in positions]
+                yield [(self.index(p), p) for p in positions]
 
     def __len__(self) -> int:
         return (self.max_steps - self.start_step) * self.accumulation
@@ -79,7 +82,8 @@ class SyntheticDataset(Dataset):
     def __len__(self) -> int:
         return self.size
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        index = key[0] if isinstance(key, tuple) else key  # the position does not matter here
         batch = self.model.dummy_batch(1, image_size=self.image_size, seed=index)
         return {k: (v.cpu() if torch.is_tensor(v) else [x.cpu() for x in v]) for k, v in batch.items()}
 

@@ -7,6 +7,7 @@ from torch import nn
 
 from svms.errors import SvmsError
 from svms.model import Gr00tN1d6
+from svms.train.config import FROZEN_DTYPES
 
 
 def bottom_dit_blocks(model: Gr00tN1d6) -> list[nn.Module]:
@@ -35,9 +36,6 @@ def apply_phase(model: Gr00tN1d6, phase: str) -> None:
     else:
         raise SvmsError(f"unknown phase {phase!r}")
     set_train_mode(model, phase)
-
-
-FROZEN_DTYPES = ("bf16", "fp32", "mixed")
 
 
 def frozen_is_bf16(name: str, frozen_dtype: str) -> bool:

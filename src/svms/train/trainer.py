@@ -31,7 +31,7 @@ from svms.train.config import TrainConfig
 from svms.train.data import StepBatchSampler, micro_positions, sample_noise
 from svms.train.distributed import Runtime, setup_runtime, teardown_runtime
 from svms.train.metrics import MetricsLogger, svms_diagnostics, truncate_metrics
-from svms.train.phases import apply_phase, set_train_mode, trainable_summary
+from svms.train.phases import apply_phase, apply_phase_dtypes, set_train_mode, trainable_summary
 from svms.train.schedules import SheafSchedule, aux_weight, cosine_lr, router_temperature
 
 NO_DECAY = ("bias", "norm", "layernorm", "rmsnorm")
@@ -69,23 +69,25 @@ def processor_settings(config: Gr00tN1d6Config) -> ProcessorSettings:
         max_action_horizon=config.action_horizon, shortest_image_edge=config.shortest_image_edge,
         crop_fraction=config.crop_fraction, formalize_language=config.formalize_language,
         apply_sincos_state_encoding=config.apply_sincos_state_encoding,
-        use_relative_action=config.use_relative_action,
+        use_relative_action=config.use_relative_action, random_rotation_angle=config.random_rotation_angle,
+        color_jitter_params=config.color_jitter_params,
     )
 
 
 def build_dataset(cfg: TrainConfig, model: Gr00tN1d6):
-    """The LeRobot dataset, processed with the model's settings; checked on one sample before training."""
+    """The LeRobot dataset, processed with the model's settings (train image transform unless
+    `--no-augment`, seeded by (seed, sample position)); checked on one sample before training."""
     from svms.data.lerobot.meta import load_meta, split_episodes
     from svms.data.lerobot.reader import Gr00tLeRobotDataset
 
     episodes = split_episodes(load_meta(cfg.dataset), cfg.split, required=False)
     dataset = Gr00tLeRobotDataset(cfg.dataset, cfg.embodiment_tag, settings=processor_settings(model.config),
-                                  episodes=episodes)
+                                  episodes=episodes, seed=cfg.seed, train_augment=cfg.augment)
     embodiment = dataset.processor.ids[dataset.tag]
     if embodiment >= model.config.max_num_embodiments:
         raise SvmsError(f"embodiment {dataset.tag!r} uses projector slot {embodiment}, but the model has "
                         f"max_num_embodiments = {model.config.max_num_embodiments}")
-    dataset[0]  # dims, statistics and frames are checked here, before any compute
+    dataset[(0, 0)]  # dims, statistics and frames (through the training transform) are checked before any compute
     return dataset, dataset.collator(aux_labels=model.svms is not None), dataset.processor
 
 
@@ -126,7 +128,8 @@ def check_run_folder(cfg: TrainConfig, runtime: Runtime) -> Path | None:
 
 def train(cfg: TrainConfig, dataset: Dataset | None = None, collate_fn=None, processor=None) -> Path:
     """Run (or resume) training; returns the final checkpoint folder. `dataset`/`collate_fn` replace
-    the LeRobot dataset (smoke tests, benchmarks)."""
+    the LeRobot dataset (smoke tests, benchmarks); a dataset is indexed with (index, sample position)
+    pairs (`StepBatchSampler`)."""
     runtime = setup_runtime(cfg.device)
     try:
         return _train(cfg, runtime, dataset, collate_fn, processor)
@@ -141,6 +144,8 @@ def _train(cfg: TrainConfig, runtime: Runtime, dataset, collate_fn, processor) -
     if dataset is None:
         dataset, collate_fn, processor = build_dataset(cfg, model)
     apply_phase(model, cfg.phase)
+    if runtime.device.type == "cuda":  # bf16 autocast there: frozen weights need not be fp32
+        apply_phase_dtypes(model, cfg.frozen_dtype)
     model.action_head.model.gradient_checkpointing = cfg.grad_checkpointing
     model.to(runtime.device)
     mc = model.config

@@ -7,6 +7,12 @@ A = max(action delta) − min(action delta) + 1 and L = min(parquet rows, declar
 action arrays are read once per episode and kept (they are small); video frames are decoded on
 demand by seeking (`video.VideoDecoder`). What the reference tolerates (a declared length that
 differs from the parquet rows, missing stats) is tolerated here too, with a warning.
+
+Training asks for `dataset[(index, position)]`, position being the sample's place in the run
+(`svms.train.data`): its random choices (the train image transform when `train_augment`, the
+instruction when an episode has several) come from generators seeded by (seed, position), so a
+resumed or multi-process run sees the same pixels and text. `dataset[index]` is the evaluation
+view: eval image transform, instruction from the dataset's own stream.
 """
 
 from __future__ import annotations
@@ -53,8 +59,10 @@ class Gr00tLeRobotDataset(Dataset):
 
     `config` overrides the tag's modality config (e.g. from a checkpoint's processor config);
     `statistics` (the tag's entry of a checkpoint's statistics.json) overrides the dataset's
-    meta/stats.json. `__getitem__` returns a `ProcessedSample`; `raw_sample` the physical values;
-    `collator()` turns a list of samples into the model batch.
+    meta/stats.json. `__getitem__` returns a `ProcessedSample` (key `index`, or `(index, position)`
+    during training, see the module docstring); `raw_sample` the physical values; `collator()` turns
+    a list of samples into the model batch. `train_augment` applies the train image transform to
+    positioned keys; `seed` (>= 0) seeds the per-position generators.
     """
 
     def __init__(
@@ -68,6 +76,7 @@ class Gr00tLeRobotDataset(Dataset):
         allow_padding: bool = False,
         seed: int = 0,
         episodes: Sequence[int] | None = None,
+        train_augment: bool = False,
     ):
         self.meta: DatasetMeta = load_meta(root)
         self.tag = normalize_tag(embodiment_tag)
@@ -82,8 +91,11 @@ class Gr00tLeRobotDataset(Dataset):
                 f"{self.meta.root / 'meta/episodes.jsonl'} lists no episode: the dataset is empty. "
                 "Record or generate episodes before training."
             )
+        if not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise SvmsError(f"dataset seed = {seed!r}: use an integer >= 0 (it seeds per-sample generators)")
         self.allow_padding = allow_padding
         self.seed = seed
+        self.train_augment = train_augment
         self._lengths = np.asarray([self._episode_length(ep.index, ep.length) for ep in self.meta.episodes])
         deltas = self.config.action.delta_indices
         span = max(deltas) - min(deltas) + 1
@@ -176,17 +188,21 @@ class Gr00tLeRobotDataset(Dataset):
     def _rows(self, step: int, deltas: Sequence[int], length: int) -> np.ndarray:
         return np.clip(step + np.asarray(deltas, dtype=np.int64), 0, length - 1)
 
-    def _language(self, pos: int, step: int, arrays: Mapping[str, np.ndarray]) -> str:
+    def _language(self, pos: int, step: int, arrays: Mapping[str, np.ndarray], position: int | None = None) -> str:
         key = self.config.language.modality_keys[0]
         episode = self.meta.episodes[pos]
-        if self._rng is None:
-            self._rng = random.Random(hash((self.seed, torch.initial_seed())))
+        if position is not None:  # a training sample: its own generator (str seeds are hashed with SHA-512)
+            rng = random.Random(f"language/{self.seed}/{position}")
+        else:
+            if self._rng is None:
+                self._rng = random.Random(hash((self.seed, torch.initial_seed())))
+            rng = self._rng
         if key == "task":
-            return self._rng.choice(episode.tasks) if episode.tasks else ""
+            return rng.choice(episode.tasks) if episode.tasks else ""
         if key == "sub_task":
             back = self.config.action_horizon // 2
             texts = [s.text for s in episode.sub_tasks if s.start - back <= step < s.end]
-            return self._rng.choice(texts) if texts else ""
+            return rng.choice(texts) if texts else ""
         column = self.meta.language_column(key)
         task_index = int(arrays[column][step])
         if task_index not in self.meta.tasks:
@@ -227,8 +243,9 @@ class Gr00tLeRobotDataset(Dataset):
         tasks = self.meta.episodes[pos].tasks
         return tasks[0] if tasks else ""
 
-    def raw_sample(self, index: int) -> RawSample:
-        """Sample `index` in physical units (no normalisation, no image transform)."""
+    def raw_sample(self, index: int, position: int | None = None) -> RawSample:
+        """Sample `index` in physical units (no normalisation, no image transform); `position`, the
+        sample's place in a training run, seeds the instruction choice."""
         pos, step = self.locate(index)
         length = int(self._lengths[pos])
         arrays = self._columns(pos)
@@ -243,7 +260,8 @@ class Gr00tLeRobotDataset(Dataset):
             }
         frames = self._rows(step, cfg.video.delta_indices, length)
         video = {k: self._video(meta.video_path(episode, k), length).frames(frames) for k in cfg.video.modality_keys}
-        return RawSample(episode, step, video, out["state"], out["action"], self._language(pos, step, arrays))
+        language = self._language(pos, step, arrays, position)
+        return RawSample(episode, step, video, out["state"], out["action"], language)
 
     def _video(self, path: Path, length: int) -> VideoDecoder:
         decoder = self._decoders.get(path)
@@ -254,9 +272,13 @@ class Gr00tLeRobotDataset(Dataset):
             )
         return decoder
 
-    def __getitem__(self, index: int) -> ProcessedSample:
-        raw = self.raw_sample(index)
-        return self.processor(self.tag, raw.video, raw.language, raw.state, raw.action)
+    def __getitem__(self, key: int | tuple[int, int]) -> ProcessedSample:
+        index, position = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (key, None)
+        raw = self.raw_sample(index, position)
+        rng = None
+        if position is not None and self.train_augment:
+            rng = np.random.default_rng([self.seed, position])
+        return self.processor(self.tag, raw.video, raw.language, raw.state, raw.action, rng=rng)
 
     def collator(self, tokenizer=None, aux_labels: bool = True) -> BatchCollator:
         return BatchCollator(tokenizer, aux_labels)
