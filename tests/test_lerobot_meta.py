@@ -1,5 +1,5 @@
-"""NVIDIA's own metadata (shared/real-meta) is accepted: two demo datasets' meta/ folders and four
-example modality.json files, with data synthesised by our writer."""
+"""NVIDIA's own metadata (tests/fixtures/real_meta, copied from shared/real-meta) is accepted: two demo
+datasets' meta/ folders and four example modality.json files, with data synthesised by our writer."""
 
 from __future__ import annotations
 
@@ -23,8 +23,7 @@ from svms.data.lerobot import (
 from svms.data.lerobot.embodiment import config_from_modality_json
 from svms.data.modality import MODALITY_CONFIGS
 
-REAL_META = Path(__file__).resolve().parents[2] / "shared" / "real-meta"
-pytestmark = pytest.mark.skipif(not REAL_META.is_dir(), reason="shared/real-meta is not available")
+REAL_META = Path(__file__).resolve().parent / "fixtures" / "real_meta"  # a copy of shared/real-meta
 
 
 def _copy_meta(name: str, dest: Path, max_length: int | None = 20) -> Path:
