@@ -32,3 +32,11 @@ def test_bad_config_value_is_a_clean_error(capsys):
     assert main(["sheaf-demo", "--n-streams", "1", "--steps", "1"]) == 1
     err = capsys.readouterr().err
     assert "n_streams" in err and "Traceback" not in err
+
+
+def test_demo_help_offers_ablations(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--ablations" in out and "--quick" in out

@@ -53,8 +53,8 @@ def make_run(root: Path, arm: str, seed: int, *, scale: float = 1.0, seed_sd: fl
     return run
 
 
-def label_of(result, metric: str, scope: str = "overall", arm: str = "svms") -> str:
-    return next(c.label for c in result.comparisons if (c.metric, c.scope, c.arm) == (metric, scope, arm))
+def label_of(result, metric: str, scope: str = "overall", arm: str = "svms", reference: str = "baseline") -> str:
+    return result.comparison(metric, scope, arm, reference).label
 
 
 # --- statistics against hand-checked values ---------------------------------------------------------------------
@@ -151,6 +151,32 @@ def test_per_task_and_pooled_success(tmp_path):
     assert result.stat("success", "overall", "svms").successes == 26
     assert label_of(result, "success", "Lift") == "improved"
     assert label_of(result, "success", "Stack") == "no significant change"
+
+
+def test_ablations_are_compared_with_the_baseline_and_with_full_svms(tmp_path):
+    """SVMS is 20 % better; without the sheaf the gain is gone (regressed vs SVMS), without aux it stays."""
+    runs = [make_run(tmp_path, "baseline", s) for s in range(3)]
+    runs += [make_run(tmp_path, "svms", s, scale=0.8) for s in range(3)]
+    runs += [make_run(tmp_path, "svms-no-sheaf", s) for s in range(3)]
+    runs += [make_run(tmp_path, "svms-no-aux", s, scale=0.8) for s in range(3)]
+    result = compare(runs)
+    assert label_of(result, "open_loop_mse", arm="svms-no-sheaf") == "no significant change"
+    assert label_of(result, "open_loop_mse", arm="svms-no-sheaf", reference="svms") == "regressed"
+    assert label_of(result, "open_loop_mse", arm="svms-no-aux") == "improved"
+    assert label_of(result, "open_loop_mse", arm="svms-no-aux", reference="svms") == "no significant change"
+    assert result.comparison("open_loop_mse", "overall", "svms", "svms") is None
+    text = write_report(result, tmp_path / "out").read_text()
+    ablations = text.split("## Ablations against full SVMS")[1].split("\n## ")[0]
+    assert "| open-loop MSE | overall | svms-no-sheaf |" in ablations and "**regressed**" in ablations
+    assert "As measured, svms against the baseline" in text
+
+
+def test_open_and_closed_loop_share_task_scopes(tmp_path):
+    """Open-loop episodes and rollouts both name simulated tasks (Lift, Stack): one scope per task for both."""
+    runs = [make_run(tmp_path, arm, s, success={"Lift": (5, 10), "Stack": (2, 10)})
+            for arm in ("baseline", "svms") for s in range(2)]
+    result = compare(runs)
+    assert result.scopes("open_loop_mse") == result.scopes("success") == ["overall", "Lift", "Stack"]
 
 
 def test_missing_eval_and_earlier_phases_are_noted(tmp_path):

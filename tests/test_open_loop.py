@@ -8,10 +8,17 @@ import numpy as np
 import pytest
 
 from svms.cli import main
-from svms.data.lerobot import Gr00tLeRobotDataset, load_meta, write_synthetic_dataset
+from svms.data.lerobot import (
+    EpisodeData,
+    Gr00tLeRobotDataset,
+    LeRobotWriter,
+    load_meta,
+    moving_frames,
+    write_synthetic_dataset,
+)
 from svms.data.lerobot.meta import split_episodes
 from svms.errors import SvmsError
-from svms.eval.open_loop import evaluate_episode, summarise
+from svms.eval.open_loop import evaluate_episode, summarise, task_name
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +69,59 @@ def test_tiled_chunks_line_up_with_the_recorded_actions(dataset_dir, horizon):
     assert result.errors()["mse"] == pytest.approx(float(np.mean(recorded**2)), rel=1e-6)
     summary = summarise([result])
     assert set(summary["per_key"]) == {"arm", "gripper"} and summary["overall"]["mse"] == result.errors()["mse"]
+
+
+def write_sim_like_dataset(root, tasks, task_column=True):
+    """Episodes of simulated tasks, each phrased differently (as `svms sim generate` writes them)."""
+    from svms.sim.generate import TASK_COLUMN
+    from svms.sim.tasks import TASKS
+
+    rng = np.random.default_rng(0)
+    writer = LeRobotWriter(root, 20, {"arm": 3, "gripper": 1}, {"arm": 3, "gripper": 1}, ("cam0", "cam1"),
+                           overwrite=True)
+    for e, task in enumerate(tasks):
+        n = 20
+        extra = {TASK_COLUMN: np.full(n, list(TASKS).index(task), np.int64)} if task_column else {}
+        videos = {c: moving_frames(n, (32, 32), seed=e + 11 * i) for i, c in enumerate(("cam0", "cam1"))}
+        writer.add_episode(EpisodeData(rng.standard_normal((n, 4)), rng.standard_normal((n, 4)), videos,
+                                       f"{task} phrasing number {e}", extra))
+    return writer.finish(heldout=len(tasks) // 2)
+
+
+def per_task_of(root):
+    ds = Gr00tLeRobotDataset(root, allow_padding=True)
+    results = []
+    for pos in range(len(ds.meta.episodes)):
+        oracle = OraclePolicy(ds, pos)
+        oracle.horizon = 16
+        results.append(evaluate_episode(oracle, ds, pos, steps=200, action_horizon=16))
+    return summarise(results)["per_task"]
+
+
+def test_per_task_groups_simulated_episodes_by_task_name(tmp_path):
+    """Every episode of `svms sim generate` is phrased differently; per task means Lift and Door, as in rollouts."""
+    write_sim_like_dataset(tmp_path / "sim", ("Lift", "Lift", "Door", "Lift", "Door", "Door"))
+    per_task = per_task_of(tmp_path / "sim")
+    assert {t: v["episodes"] for t, v in per_task.items()} == {"Door": 3, "Lift": 3}
+    # without the column (a real LeRobot dataset) the episode's task string groups, one per phrasing here
+    write_sim_like_dataset(tmp_path / "real", ("Lift", "Door"), task_column=False)
+    assert sorted(per_task_of(tmp_path / "real")) == ["Door phrasing number 1", "Lift phrasing number 0"]
+
+
+def test_bad_task_index_is_a_clear_error(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from svms.sim.generate import TASK_COLUMN
+
+    meta = write_sim_like_dataset(tmp_path / "sim", ("Lift", "Door"))
+    path = meta.data_path(0)
+    table = pq.read_table(path)
+    column = table.schema.get_field_index(TASK_COLUMN)
+    pq.write_table(table.set_column(column, TASK_COLUMN, pa.array(np.full(table.num_rows, 99, np.int64))), path)
+    ds = Gr00tLeRobotDataset(tmp_path / "sim", allow_padding=True)
+    with pytest.raises(SvmsError, match="holds task index 99, not a simulated task"):
+        task_name(ds, 0)
 
 
 def test_splits_select_existing_episodes(dataset_dir):

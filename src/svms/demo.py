@@ -3,7 +3,8 @@
 1. Simulated RoboCasa-style demonstrations (robosuite), cached and reused across runs.
 2. A tiny GR00T N1.6 pretrained from scratch on the train split (the shared starting point).
 3. From that checkpoint, per seed: the baseline fine-tune (phase 3, no SVMS) and the SVMS protocol
-   (phases 1 -> 2 -> 3) with the same total number of optimizer steps.
+   (phases 1 -> 2 -> 3) with the same total number of optimizer steps; with `--ablations` also the
+   protocol of each ablation arm (svms-no-sheaf, svms-no-router, svms-no-aux) with the same budget.
 4. Open-loop error on the held-out episodes and closed-loop success in simulation for every arm.
 5. `svms eval compare`: OUT/report.md and OUT/figures/*.png.
 
@@ -18,7 +19,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 
@@ -37,6 +38,7 @@ class DemoPlan:
     seeds: tuple[int, ...]
     rollout_episodes: int  # per task and run
     image_edge: int = 112
+    arms: tuple[str, ...] = ("baseline", "svms")  # baseline: phase 3 only; SVMS arms: phases 1 -> 2 -> 3
 
     def data_key(self) -> str:
         spec = json.dumps([self.tasks, self.episodes, self.heldout, self.resolution, self.cameras])
@@ -49,6 +51,46 @@ QUICK = DemoPlan(tasks=("Lift",), episodes=6, heldout=2, resolution=64,
 FULL = DemoPlan(tasks=("Lift", "Door"), episodes=16, heldout=5, resolution=64,
                 cameras=("res256_image_side_0", "res256_image_wrist_0"), pretrain_steps=300, finetune_steps=90,
                 batch=8, seeds=(0, 1), rollout_episodes=5)
+
+
+ABLATION_ARMS = ("svms-no-sheaf", "svms-no-router", "svms-no-aux")
+
+
+def demo_plan(quick: bool = False, ablations: bool = False) -> DemoPlan:
+    """The plan of `svms demo [--quick] [--ablations]`: ablations add arms, with the SVMS arm's budgets and seeds."""
+    plan = QUICK if quick else FULL
+    return replace(plan, arms=plan.arms + ABLATION_ARMS) if ablations else plan
+
+
+@dataclass(frozen=True)
+class FineTune:
+    """One fine-tuning run of the demo, from the pretrained checkpoint or the previous phase's run."""
+
+    name: str  # run folder under OUT
+    arm: str
+    phase: str
+    seed: int
+    steps: int
+    init: str | None  # the previous phase's run folder; None: the pretrained checkpoint
+    evaluate: bool  # the arm's last phase: evaluated open- and closed-loop
+
+
+def fine_tunes(plan: DemoPlan) -> list[FineTune]:
+    """The runs in training order: per seed, the baseline (phase 3, all steps), then each SVMS arm's phases
+    1 -> 2 -> 3 (a third of the steps each), so that every arm has the same optimizer-step budget."""
+    third = max(1, plan.finetune_steps // 3)
+    jobs = []
+    for seed in plan.seeds:
+        for arm in plan.arms:
+            if arm == "baseline":
+                jobs.append(FineTune(f"baseline-seed{seed}", arm, "3", seed, 3 * third, None, True))
+                continue
+            init = None
+            for phase in ("1", "2", "3"):
+                name = f"{arm}-seed{seed}-phase{phase}"
+                jobs.append(FineTune(name, arm, phase, seed, third, init, phase == "3"))
+                init = name
+    return jobs
 
 
 def cache_dir() -> Path:
@@ -87,7 +129,7 @@ def _evaluate(run: Path, data: Path, plan: DemoPlan, start: float) -> None:
                 f"closed-loop success {successes}/{total}")
 
 
-def run_demo(out: Path, quick: bool = False) -> Path:
+def run_demo(out: Path, quick: bool = False, ablations: bool = False) -> Path:
     """Run the study into `out`; returns the report path."""
     from svms.eval.compare import compare
     from svms.eval.report import verdict, write_report
@@ -95,7 +137,7 @@ def run_demo(out: Path, quick: bool = False) -> Path:
     from svms.sim.tasks import import_simulator
 
     import_simulator()  # fail now, with the install hint, if robosuite/mujoco are missing
-    plan = QUICK if quick else FULL
+    plan = demo_plan(quick, ablations)
     start = time.perf_counter()
     out = Path(out)
     if out.exists():
@@ -112,22 +154,16 @@ def run_demo(out: Path, quick: bool = False) -> Path:
 
     base = _train(out / "pretrain", data, start, phase="scratch", preset="tiny", max_steps=plan.pretrain_steps,
                   global_batch_size=plan.batch, model_override=(f"shortest_image_edge={plan.image_edge}",), seed=0)
-    runs = []
-    third = max(1, plan.finetune_steps // 3)
-    for seed in plan.seeds:
-        baseline = out / f"baseline-seed{seed}"
-        _train(baseline, data, start, phase="3", arm="baseline", init=base, max_steps=3 * third,
-               global_batch_size=plan.batch, seed=seed, learning_rate=1e-4)
-        runs.append(baseline)
-        previous = base
-        for phase in ("1", "2", "3"):
-            run = out / f"svms-seed{seed}-phase{phase}"
-            previous = _train(run, data, start, phase=phase, arm="svms", init=previous, max_steps=third,
-                              global_batch_size=plan.batch, seed=seed, learning_rate=1e-4)
-            runs.append(run)
-    for run in runs:
-        if run.name.startswith("baseline") or run.name.endswith("phase3"):
-            _evaluate(run, data, plan, start)
+    jobs = fine_tunes(plan)
+    checkpoints: dict[str | None, Path] = {None: base}
+    for job in jobs:
+        checkpoints[job.name] = _train(out / job.name, data, start, phase=job.phase, arm=job.arm,
+                                       init=checkpoints[job.init], max_steps=job.steps,
+                                       global_batch_size=plan.batch, seed=job.seed, learning_rate=1e-4)
+    for job in jobs:
+        if job.evaluate:
+            _evaluate(out / job.name, data, plan, start)
+    runs = [out / job.name for job in jobs]
     heatmaps = sorted(out.glob("svms-seed*-phase3/eval/open_loop/figures/router_heatmap.png"))
     if heatmaps:
         (out / "figures").mkdir(exist_ok=True)

@@ -12,7 +12,10 @@ class EvalOpenLoop:
 
     Queries the policy every --action-horizon steps from the recorded observation, tiles the chunks,
     and compares them with the recorded actions in physical units: MSE and MAE overall, per action
-    key and per task; trajectory plots; SVMS router heatmap and sheaf residuals. Writes OUT/metrics.json.
+    key and per task (the simulated task, e.g. Lift, for `svms sim generate` data; else the episode's task
+    string); trajectory plots; SVMS router heatmap and sheaf residuals. Writes OUT/metrics.json. Episodes
+    shorter than one action chunk are skipped with a warning; a checkpoint whose embodiment, keys or widths
+    do not fit the dataset is an error naming both.
     """
 
     dataset: Path
@@ -39,6 +42,9 @@ class EvalOpenLoop:
     """episodes to plot"""
 
     def run(self) -> int:
+        import sys
+        import warnings
+
         from rich.console import Console
         from rich.table import Table
 
@@ -50,10 +56,15 @@ class EvalOpenLoop:
             console.print(f"episode {done}/{total} (index {result.episode_index}): "
                           f"mse {result.errors()['mse']:.5f}", highlight=False)
 
-        m = run_open_loop(self.checkpoint, self.dataset, self.out, server=self.server,
-                          episodes=None if self.episodes is None else list(self.episodes), split=self.split,
-                          steps=self.steps, action_horizon=self.action_horizon, embodiment_tag=self.embodiment_tag,
-                          seed=self.seed, device=self.device, plots=self.plots, progress=progress)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            m = run_open_loop(self.checkpoint, self.dataset, self.out, server=self.server,
+                              episodes=None if self.episodes is None else list(self.episodes), split=self.split,
+                              steps=self.steps, action_horizon=self.action_horizon,
+                              embodiment_tag=self.embodiment_tag, seed=self.seed, device=self.device,
+                              plots=self.plots, progress=progress)
+        for w in dict.fromkeys(str(w.message) for w in caught):
+            print(f"warning: {w}", file=sys.stderr)
         table = Table("scope", "MSE", "MAE", title=f"open-loop error ({m['split']} episodes, physical units)")
         table.add_row("overall", f"{m['overall']['mse']:.5f}", f"{m['overall']['mae']:.5f}")
         for key, v in m["per_key"].items():

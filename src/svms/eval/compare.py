@@ -4,14 +4,17 @@ A run folder (from `svms train`) holds `config.json` (phase, svms, seed, arm), `
 evaluated, `eval/open_loop/metrics.json` and `eval/closed_loop/results.json`. Runs are grouped by arm; the
 SVMS phases 1 -> 2 -> 3 and the pretraining run from scratch are separate runs of the same arm, so only an
 arm's latest phase is compared (earlier ones still show in the training curves). Within it each seed is one
-run. Every arm other than the baseline is compared with the baseline on
+run. Every arm other than the baseline is compared with the baseline, and each ablation (svms-no-sheaf,
+svms-no-router, svms-no-aux) also with full SVMS when both were run, on
 
 - open-loop MSE and MAE (physical units), overall and per task: the mean per-episode error over the episodes
   every run evaluated, with a seed-and-episode bootstrap CI paired by episode (`stats.paired_bootstrap`);
 - closed-loop success per task and pooled over tasks: successes pooled over seeds, Wilson intervals,
   Fisher's exact test and Newcombe's CI of the difference.
 
-A run without an eval file contributes nothing to that metric; `CompareResult.notes` says so.
+A run without an eval file contributes nothing to that metric; `CompareResult.notes` says so. Per-task
+scopes are the task names of the eval files: for simulated data both open-loop evaluation and rollouts name
+the simulated task (Lift, Door, ...), so the scopes of both kinds line up.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from svms.errors import SvmsError
 from svms.eval import stats
 
 BASELINE = "baseline"
-ARMS = (BASELINE, "svms", "svms-no-sheaf", "svms-no-router", "svms-no-aux")
+SVMS = "svms"
+ABLATIONS = ("svms-no-sheaf", "svms-no-router", "svms-no-aux")
+ARMS = (BASELINE, SVMS, *ABLATIONS)
 PHASE_ORDER = {"scratch": 0, "1": 1, "2": 2, "3": 3}
 METRICS = {"open_loop_mse": "open-loop MSE", "open_loop_mae": "open-loop MAE", "success": "closed-loop success"}
 OVERALL = "overall"
@@ -70,7 +75,8 @@ class ArmStat:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Treatment arm - baseline on one metric and scope, with its test and label (`stats.label`)."""
+    """Treatment arm - reference arm (the baseline, or full SVMS for an ablation) on one metric and scope, with
+    its test and label (`stats.label`, from the treatment arm's point of view)."""
 
     metric: str
     scope: str
@@ -84,6 +90,13 @@ class Comparison:
     p: float
     test: str
     label: str
+    reference: str = BASELINE
+
+
+def pairs(arms) -> list[tuple[str, str]]:
+    """(treatment, reference) pairs: every arm against the baseline, then every ablation against full SVMS."""
+    return ([(arm, BASELINE) for arm in arms if arm != BASELINE]
+            + ([(arm, SVMS) for arm in arms if arm in ABLATIONS] if SVMS in arms else []))
 
 
 @dataclass
@@ -96,6 +109,10 @@ class CompareResult:
 
     def stat(self, metric: str, scope: str, arm: str) -> ArmStat | None:
         return next((s for s in self.stats if (s.metric, s.scope, s.arm) == (metric, scope, arm)), None)
+
+    def comparison(self, metric: str, scope: str, arm: str, reference: str = BASELINE) -> Comparison | None:
+        return next((c for c in self.comparisons
+                     if (c.metric, c.scope, c.arm, c.reference) == (metric, scope, arm, reference)), None)
 
     def scopes(self, metric: str) -> list[str]:
         return list(dict.fromkeys(s.scope for s in self.stats if s.metric == metric))
@@ -271,9 +288,9 @@ def _open_loop(result: CompareResult, resamples: int, seed: int) -> None:
                     b = stats.bootstrap_mean(matrices[arm], resamples, seed)
                     result.stats.append(ArmStat(metric, scope, arm, _seeds(rs, "open_loop"), len(cols),
                                                 b.estimate, b.lo, b.hi))
-            base = matrices[BASELINE]
-            for arm, treat in matrices.items():
-                if arm == BASELINE or not len(treat) or not len(base):
+            for arm, reference in pairs(result.arms):
+                base, treat = matrices[reference], matrices[arm]
+                if not len(treat) or not len(base):
                     continue
                 diff, rel = stats.paired_bootstrap(base, treat, resamples, seed)
                 verdict = stats.label(seeds=(len(base), len(treat)), n=len(cols), min_n=stats.MIN_EPISODES,
@@ -281,7 +298,7 @@ def _open_loop(result: CompareResult, resamples: int, seed: int) -> None:
                                       equivalence=(-stats.EQUIVALENCE_PCT, stats.EQUIVALENCE_PCT))
                 result.comparisons.append(Comparison(metric, scope, arm, diff.estimate, diff.lo, diff.hi,
                                                      rel.estimate, rel.lo, rel.hi, diff.p,
-                                                     "paired bootstrap over seeds and episodes", verdict))
+                                                     "paired bootstrap over seeds and episodes", verdict, reference))
 
 
 def _seeds(runs: list[Run], kind: str) -> tuple[int, ...]:
@@ -317,12 +334,10 @@ def _closed_loop(result: CompareResult) -> None:
             counts[arm] = (k, n, len(seeds))
             lo, hi = stats.wilson_interval(k, n)
             result.stats.append(ArmStat("success", scope, arm, seeds, n, k / n if n else math.nan, lo, hi, k))
-        if BASELINE not in counts or not counts[BASELINE][1]:
-            continue
-        kb, nb, sb = counts[BASELINE]
-        for arm, (kt, nt, st) in counts.items():
-            if arm == BASELINE or not nt:
+        for arm, reference in pairs(result.arms):
+            if arm not in counts or reference not in counts or not counts[arm][1] or not counts[reference][1]:
                 continue
+            (kt, nt, st), (kb, nb, sb) = counts[arm], counts[reference]
             p = stats.fisher_exact(((kt, nt - kt), (kb, nb - kb)))
             delta = kt / nt - kb / nb
             ci = stats.newcombe_interval(kt, nt, kb, nb)
@@ -330,4 +345,4 @@ def _closed_loop(result: CompareResult) -> None:
                                   higher_is_better=True, p=p)
             result.comparisons.append(Comparison("success", scope, arm, delta, ci[0], ci[1],
                                                  stats.relative_change(kt / nt, kb / nb), None, None, p,
-                                                 "Fisher exact, trials pooled over seeds", verdict))
+                                                 "Fisher exact, trials pooled over seeds", verdict, reference))

@@ -5,11 +5,18 @@ physical units.
 Differences from the reference, on purpose: an explicit episode list or split (held-out episodes),
 a seeded sampler (results reproduce), errors per action key and per task as well as overall, and
 the SVMS router/sheaf diagnostics on the same observations.
+
+Per task means per simulated task (`sim.task_index`, e.g. Lift) in datasets from `svms sim generate`,
+whose instructions are phrased differently in every episode; the same names key closed-loop results,
+so both line up in `svms eval compare`. Other datasets group by the episode's first task string.
+Episodes shorter than one action chunk are skipped with a warning (listed under `skipped`); if none
+is long enough that is an error, as is a checkpoint whose keys or widths do not fit the dataset.
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +45,26 @@ class EpisodeResult:
                 "mse": float(np.mean(diff**2)), "mae": float(np.mean(np.abs(diff))), "per_key": per_key}
 
 
+def task_name(dataset, pos: int) -> str:
+    """The episode's task for per-task results: the simulated task name when the parquet has the
+    `sim.task_index` column (`svms sim generate`), else the first task string of episodes.jsonl."""
+    from svms.data.lerobot.parquet import read_columns
+    from svms.sim.generate import TASK_COLUMN
+    from svms.sim.tasks import TASKS
+
+    meta = dataset.meta
+    if TASK_COLUMN not in meta.features:
+        return dataset.episode_task(pos)
+    path = meta.data_path(meta.episodes[pos].index)
+    values = read_columns(path, [TASK_COLUMN])[TASK_COLUMN]
+    names = list(TASKS)
+    if len(values) == 0 or not 0 <= int(values[0]) < len(names):
+        found = "no rows" if len(values) == 0 else f"task index {int(values[0])}"
+        raise SvmsError(f"{path}: column {TASK_COLUMN!r} holds {found}, not a simulated task (0..{len(names) - 1} = "
+                        f"{', '.join(names)}); regenerate the dataset with `svms sim generate` or drop the column.")
+    return names[int(values[0])]
+
+
 def evaluate_episode(policy, dataset, pos: int, steps: int, action_horizon: int) -> EpisodeResult:
     """Query every `action_horizon` steps, keep the first `action_horizon` actions of each chunk."""
     cfg = policy.get_modality_config()
@@ -46,6 +73,7 @@ def evaluate_episode(policy, dataset, pos: int, steps: int, action_horizon: int)
     if n < 1:
         raise SvmsError(f"episode {dataset.meta.episodes[pos].index} is empty")
     chunks: list[np.ndarray] = []
+    instruction = ""  # the first query's: the task when episodes.jsonl names none
     queries = list(range(0, n, action_horizon))
     for i in queries:
         raw = dataset.sample_at(pos, i)
@@ -55,6 +83,7 @@ def evaluate_episode(policy, dataset, pos: int, steps: int, action_horizon: int)
             "language": {policy.language_key: [[raw.language]]},
         }
         action, _ = policy.get_action(observation)
+        instruction = instruction or raw.language
         chunks.append(np.concatenate([action[k][0][:action_horizon] for k in cfg.action.modality_keys], axis=-1))
     predicted = np.concatenate(chunks)[:n]
     recorded_keys = dataset.episode_actions(pos)
@@ -64,8 +93,9 @@ def evaluate_episode(policy, dataset, pos: int, steps: int, action_horizon: int)
         width = recorded_keys[k].shape[-1]
         columns[k] = (start, start + width)
         start += width
-    return EpisodeResult(dataset.meta.episodes[pos].index, dataset.episode_task(pos), n, queries, predicted,
-                         recorded.astype(np.float32), columns)
+    task = task_name(dataset, pos) or instruction
+    return EpisodeResult(dataset.meta.episodes[pos].index, task, n, queries, predicted, recorded.astype(np.float32),
+                         columns)
 
 
 def summarise(results: list[EpisodeResult]) -> dict[str, Any]:
@@ -93,6 +123,52 @@ def write_metrics(out: Path, payload: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     tmp.replace(path)
     return path
+
+
+def check_dataset_fits(config, tag: str, statistics: dict[str, Any] | None, meta, source: str) -> None:
+    """SvmsError unless the dataset's meta/modality.json has every camera, state and action key of the policy's
+    modality config and, with the checkpoint's `statistics`, each state/action key has the trained width."""
+    path = meta.root / "meta" / "modality.json"
+    for part in ("video", "state", "action"):
+        wanted = list(getattr(config, part).modality_keys)
+        declared = list(meta.modality.get(part, {}))
+        missing = [k for k in wanted if k not in declared]
+        if missing:
+            raise SvmsError(
+                f"{source} expects the {part} keys {wanted} of embodiment {tag!r}, but {path} declares {declared} "
+                f"(missing {missing}): the checkpoint and the dataset are of different embodiments. Evaluate a "
+                f"checkpoint trained on this kind of data (`svms train --dataset {meta.root} ...`), pick the "
+                "checkpoint's tag for this robot with --embodiment-tag, or rename the keys in modality.json.")
+    for part in ("state", "action"):
+        for key in getattr(config, part).modality_keys if statistics is not None else ():
+            trained = len((statistics.get(part) or {}).get(key, {}).get("mean", []))
+            entry = meta.modality[part][key]
+            width = int(entry.get("end", 0)) - int(entry.get("start", 0))
+            if trained and width != trained:
+                raise SvmsError(
+                    f"{path}: {part} key {key!r} spans {width} values (start {entry.get('start')}, end "
+                    f"{entry.get('end')}) but {source} was trained with {trained} for embodiment {tag!r} (its "
+                    f"statistics.json): the dataset's {part} layout differs from the checkpoint's. Fix start/end "
+                    "in modality.json if they are wrong, or evaluate a checkpoint trained on this dataset.")
+
+
+def long_enough(dataset, chosen: list[int], horizon: int, where: str) -> tuple[list[int], list[dict[str, Any]]]:
+    """The episodes at least one action chunk (`horizon` steps) long, and the skipped ones (each warned about);
+    SvmsError when none is long enough."""
+    lengths = {i: dataset.episode_length(dataset.position_of(i)) for i in chosen}
+    short = [i for i in chosen if lengths[i] < horizon]
+    listed = ", ".join(f"{i} ({lengths[i]} steps)" for i in short[:10]) + (", ..." if len(short) > 10 else "")
+    if short and len(short) == len(chosen):
+        raise SvmsError(
+            f"{dataset.meta.root}: none of the {len(chosen)} episode(s) of {where} is at least one action chunk "
+            f"({horizon} steps, the policy's action horizon) long: episodes {listed}. Open-loop error compares "
+            "whole chunks with the recorded actions; evaluate longer episodes (--episodes, --split) or record "
+            "longer ones.")
+    if short:
+        warnings.warn(f"{dataset.meta.root}: skipping {len(short)} episode(s) shorter than one action chunk "
+                      f"({horizon} steps): {listed}", stacklevel=2)
+    skipped = [{"episode_index": i, "length": lengths[i], "reason": f"shorter than {horizon} steps"} for i in short]
+    return [i for i in chosen if lengths[i] >= horizon], skipped
 
 
 def svms_diagnostics(policy, observation: dict[str, Any]) -> dict[str, Any] | None:
@@ -129,20 +205,23 @@ def run_open_loop(checkpoint: Path | None, dataset_dir: Path, out: Path, *, serv
     from svms.data.lerobot.meta import load_meta, split_episodes
     from svms.data.lerobot.reader import Gr00tLeRobotDataset
     from svms.eval.plots_open_loop import plot_router_heatmap, plot_trajectory
-    from svms.eval.policy import Gr00tPolicy
+    from svms.eval.policy import Gr00tPolicy, checkpoint_processor
 
     if (checkpoint is None) == (server is None):
         raise SvmsError("pass either --checkpoint DIR or --server HOST:PORT (exactly one)")
+    meta = load_meta(dataset_dir)
     if server is not None:
         from svms.serve import PolicyClient, parse_address
 
         policy = PolicyClient(*parse_address(server))
         tag, statistics, settings = embodiment_tag or "new_embodiment", None, None
+        check_dataset_fits(policy.get_modality_config(), tag, None, meta, f"the policy server at {server}")
     else:
-        policy = Gr00tPolicy.from_checkpoint(checkpoint, embodiment_tag, device=device, seed=seed)
-        tag, statistics, settings = policy.tag, policy.processor.statistics[policy.tag], policy.processor.settings
+        folder, processor, tag = checkpoint_processor(checkpoint, embodiment_tag)
+        statistics, settings = processor.statistics[tag], processor.settings
+        check_dataset_fits(processor.config(tag), tag, statistics, meta, f"checkpoint {folder}")
+        policy = Gr00tPolicy.from_checkpoint(folder, tag, device=device, seed=seed)
     config = policy.get_modality_config()
-    meta = load_meta(dataset_dir)
     used_split = split if split in (meta.info.get("splits") or {}) else None
     chosen = episodes if episodes is not None else split_episodes(meta, used_split)
     horizon = config.action_horizon
@@ -151,6 +230,8 @@ def run_open_loop(checkpoint: Path | None, dataset_dir: Path, out: Path, *, serv
         raise SvmsError(f"--action-horizon {a} must lie in 1..{horizon} (the policy's action horizon)")
     dataset = Gr00tLeRobotDataset(dataset_dir, tag, config=config, statistics=statistics, settings=settings,
                                   episodes=chosen, allow_padding=True)
+    where = "--episodes" if episodes is not None else f"split {used_split!r}" if used_split else "the dataset"
+    chosen, skipped = long_enough(dataset, chosen, horizon, where)
     results, residuals, heatmap = [], [], None
     for n, index in enumerate(chosen):
         pos = dataset.position_of(index)
@@ -186,6 +267,6 @@ def run_open_loop(checkpoint: Path | None, dataset_dir: Path, out: Path, *, serv
     source = str(checkpoint) if server is None else f"server:{server}"
     payload = {"checkpoint": source, "dataset": str(dataset_dir), "split": used_split or "all",
                "action_horizon": a, "steps": steps, "seed": seed, **summarise(results),
-               "episodes": [r.errors() for r in results], "svms": svms_summary}
+               "episodes": [r.errors() for r in results], "skipped": skipped, "svms": svms_summary}
     write_metrics(out, payload)
     return payload

@@ -63,7 +63,7 @@ def plot_open_loop(result: CompareResult, path: Path) -> Path | None:
         top, bottom = axes[0][col], axes[1][col]
         for i, arm in enumerate(arms):
             s = result.stat(metric, OVERALL, arm)
-            c = next((c for c in result.comparisons if (c.metric, c.scope, c.arm) == (metric, OVERALL, arm)), None)
+            c = result.comparison(metric, OVERALL, arm)
             if s is not None:
                 top.errorbar([i], [s.mean], yerr=_yerr(s.mean, s.lo, s.hi), fmt="o", capsize=6,
                              color=arm_color(arm, arms))

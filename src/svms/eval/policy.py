@@ -48,18 +48,9 @@ class Gr00tPolicy:
         Without `embodiment_tag` the checkpoint's only tag with statistics is used. On CUDA the model
         runs in bf16 as the reference does unless `dtype` says otherwise.
         """
-        from svms.data.processor_files import load_processor
         from svms.model import Gr00tN1d6
-        from svms.train.checkpoints import resolve_init
 
-        folder = resolve_init(Path(checkpoint))
-        processor = load_processor(folder)
-        if embodiment_tag is None:
-            tags = sorted(processor.statistics)
-            if len(tags) != 1:
-                raise SvmsError(f"{folder} holds statistics for {tags or 'no embodiment'}; pass the embodiment "
-                                "tag to use")
-            embodiment_tag = tags[0]
+        folder, processor, embodiment_tag = checkpoint_processor(checkpoint, embodiment_tag)
         dev = resolve_device(device)
         if dtype is None and dev.type == "cuda":
             dtype = torch.bfloat16
@@ -128,3 +119,28 @@ class Gr00tPolicy:
         batch, states = self.prepare(observation)
         pred = self.model.get_action(batch, generator=self.generator, num_steps=self.denoising_steps)["action_pred"]
         return self.processor.decode_action(self.tag, pred, states), {}
+
+
+def checkpoint_processor(checkpoint: str | Path, embodiment_tag: str | None = None,
+                         ) -> tuple[Path, Gr00tProcessor, str]:
+    """A checkpoint's folder (a run folder means its newest checkpoint), processor and embodiment tag, checked:
+    the tag must have a modality config and statistics there. Without a tag, the checkpoint's only one."""
+    from svms.data.processor_files import load_processor
+    from svms.train.checkpoints import resolve_init
+
+    folder = resolve_init(Path(checkpoint))
+    processor = load_processor(folder)
+    tags = sorted(set(processor.configs) & set(processor.statistics))
+    if embodiment_tag is None:
+        if len(tags) != 1:
+            raise SvmsError(f"{folder} holds processor configs with statistics for {tags or 'no embodiment'}; pass "
+                            "the embodiment tag of the data to use (--embodiment-tag)")
+        return folder, processor, tags[0]
+    tag = normalize_tag(embodiment_tag)
+    if tag not in tags:
+        raise SvmsError(
+            f"checkpoint {folder} was not trained for embodiment {tag!r}: its processor_config.json and "
+            f"statistics.json cover {tags or 'no embodiment'}. Use --embodiment-tag {' or '.join(tags) or 'TAG'} "
+            f"if the data are of that robot, or fine-tune a checkpoint on this embodiment first (`svms train "
+            f"--init {folder} --embodiment-tag {tag} --dataset DIR ...`).")
+    return folder, processor, tag

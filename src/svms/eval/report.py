@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from svms.eval import stats
-from svms.eval.compare import BASELINE, METRICS, OVERALL, ArmStat, CompareResult, Comparison
+from svms.eval.compare import BASELINE, METRICS, OVERALL, SVMS, ArmStat, CompareResult, Comparison
 from svms.eval.plots import write_figures
 
 
@@ -44,7 +44,7 @@ def _p(p: float) -> str:
 
 
 def _find(result: CompareResult, metric: str, scope: str, arm: str) -> Comparison | None:
-    return next((c for c in result.comparisons if (c.metric, c.scope, c.arm) == (metric, scope, arm)), None)
+    return result.comparison(metric, scope, arm, BASELINE)
 
 
 def verdict(result: CompareResult) -> str:
@@ -101,6 +101,28 @@ def _success_table(result: CompareResult, scope: str) -> list[str]:
     return rows
 
 
+def _ablation_lines(result: CompareResult) -> list[str]:
+    """Each ablation against full SVMS, one table row per metric and scope (empty without ablation comparisons)."""
+    rows = [c for c in result.comparisons if c.reference == SVMS]
+    if not rows:
+        return []
+    lines = ["", "## Ablations against full SVMS", "",
+             "Δ = ablation − full SVMS. **regressed** means removing the component made the policy worse (the "
+             "component helps), **improved** that the policy did better without it.", "",
+             "| metric | scope | ablation | Δ vs svms (95 % CI) | Δ % (95 % CI) | p | label |",
+             "|---|---|---|---|---|---|---|"]
+    for c in rows:
+        if c.metric == "success":
+            delta = f"{100 * c.delta:+.1f} ({100 * c.delta_lo:+.1f} to {100 * c.delta_hi:+.1f}) points"
+        else:
+            delta = f"{_num(c.delta, '+')} ({_num(c.delta_lo, '+')} to {_num(c.delta_hi, '+')})"
+        rel = _pct(c.relative_pct)
+        if c.relative_lo is not None:
+            rel += f" ({_pct(c.relative_lo)} to {_pct(c.relative_hi)})"
+        lines.append(f"| {METRICS[c.metric]} | {c.scope} | {c.arm} | {delta} | {rel} | {_p(c.p)} | **{c.label}** |")
+    return lines
+
+
 def _rate(x: float) -> str:
     return "n/a" if not math.isfinite(x) else f"{100 * x:.0f} %"
 
@@ -146,6 +168,7 @@ def render(result: CompareResult, figures: list[Path]) -> str:
         for scope in result.scopes(metric):
             lines += ["", f"## {_scope_title(scope, result.stat(metric, scope, BASELINE), metric)}", ""]
             lines += _success_table(result, scope) if metric == "success" else _error_table(result, metric, scope)
+    lines += _ablation_lines(result)
     if figures:
         lines += ["", "## Figures", ""] + [f"![{p.stem}]({p.as_posix()})" for p in figures]
     lines += ["", "## Notes on the data", ""]
