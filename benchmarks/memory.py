@@ -14,7 +14,8 @@ import torch
 from rich.console import Console
 
 from svms.commands.memory import memory_table
-from svms.train.memory import PHASE_BATCH, estimate, fit_options, measure
+from svms.train.memory import PHASE_BATCH, estimate, fit_options
+from svms.train.memory_measure import measure
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import tyro
 from svms.commands.memory import Memory
 from svms.errors import SvmsError
 from svms.model import Gr00tN1d6, Gr00tN1d6Config
-from svms.train import memory
+from svms.train import memory, memory_measure
 from svms.train.memory import estimate, fit_options, phase_stages
 from svms.train.phases import apply_phase, apply_phase_dtypes
 
@@ -103,7 +103,7 @@ def test_bad_input_is_a_clear_error():
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU error")
 def test_measure_on_cpu_is_a_clear_error():
     with pytest.raises(SvmsError, match="needs a CUDA GPU"):
-        memory.measure(PRESET, 1, 2)
+        memory_measure.measure(PRESET, 1, 2)
     with pytest.raises(SvmsError, match="needs a CUDA GPU"):
         tyro.cli(Memory, args=["--phase", "1", "--measure"]).run()
 
@@ -115,12 +115,12 @@ def test_training_steps_run_on_a_tiny_model():
     torch.manual_seed(0)
     config = dataclasses.replace(Gr00tN1d6Config.preset("tiny"), use_sheaf_streams=True)
     model = Gr00tN1d6(config, backbone_dtype=torch.bfloat16)
-    params = memory.prepare_model(model, 2, grad_checkpointing=True)
+    params = memory_measure.prepare_model(model, 2, grad_checkpointing=True)
     assert all(p.dtype == torch.float32 for p in params)
     assert model.backbone.model.language_model.model.embed_tokens.weight.dtype == torch.bfloat16
     before = [p.detach().clone() for p in params]
     batch = model.dummy_batch(2, text_tokens=8, n_images=1, image_size=56)
-    losses = memory.training_steps(model, batch, params, 2, "adamw", "cpu")
+    losses = memory_measure.training_steps(model, batch, params, 2, "adamw", "cpu")
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
     assert any(not torch.equal(a, b) for a, b in zip(before, params, strict=True))
 

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from rich.console import Group
 
-    from svms.train.memory import FitOption, MeasuredMemory, MemoryEstimate
+    from svms.train.memory import FitOption, MemoryEstimate
+    from svms.train.memory_measure import MeasuredMemory
 
 
 @dataclass
@@ -39,7 +40,8 @@ class Memory:
     def run(self) -> int:
         from rich.console import Console
 
-        from svms.train.memory import PHASE_BATCH, estimate, fit_options, measure
+        from svms.train.memory import PHASE_BATCH, estimate, fit_options
+        from svms.train.memory_measure import measure
 
         phases = list(PHASE_BATCH) if self.phase is None else [self.phase]
         rows = []

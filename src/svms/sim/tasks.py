@@ -9,6 +9,7 @@ rendering is about four times faster, and images come out upright.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -78,6 +79,7 @@ def import_simulator() -> tuple[Any, Any]:
     os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
     # llvmpipe's threads only contend with our worker processes; one per process renders fastest.
     os.environ.setdefault("LP_NUM_THREADS", "1")
+    _quiet_robosuite()
     try:
         import mujoco
         import robosuite
@@ -86,11 +88,17 @@ def import_simulator() -> tuple[Any, Any]:
     return robosuite, mujoco
 
 
-def _quiet_robosuite() -> None:
-    """robosuite warns on every env about controller parts a Panda lacks; keep its errors only."""
-    import logging
+def _keep_errors(record) -> bool:
+    return record.levelno >= logging.ERROR
 
-    logging.getLogger("robosuite_logs").setLevel(logging.ERROR)
+
+def _quiet_robosuite() -> None:
+    """Keep robosuite's errors only: at import it warns about its optional parts (private macros, robosuite_models,
+    mink IK for GR1) and on every env about controller parts a Panda lacks, none of which we use. A filter, not a
+    level: robosuite resets its logger's level when it sets the logger up at import."""
+    logger = logging.getLogger("robosuite_logs")
+    if _keep_errors not in logger.filters:
+        logger.addFilter(_keep_errors)
 
 
 class SimEnv:
@@ -104,7 +112,6 @@ class SimEnv:
             raise SvmsError(f"resolution {resolution} must be an even number ≥ 16 (videos are yuv420p).")
         self.resolution = resolution
         robosuite, mujoco = import_simulator()
-        _quiet_robosuite()
         from robosuite.controllers import load_composite_controller_config
 
         controller = load_composite_controller_config(controller="BASIC", robot="Panda")

@@ -1,4 +1,5 @@
-"""Peak GPU memory of one fine-tuning phase: an analytical estimate, a CUDA measurement, what makes it fit.
+"""Peak GPU memory of one fine-tuning phase: an analytical estimate and what makes it fit (measured on CUDA by
+`svms.train.memory_measure`).
 
 Counts come from the real model built on the meta device (`Gr00tN1d6`, SVMS on): every parameter is
 assigned to a *stage* (ViT+connector, embeddings, each LLM layer, final norm, SVMS, vlln, encoders,
@@ -44,15 +45,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import statistics
-import time
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from svms.errors import SvmsError
-from svms.train.phases import FROZEN_DTYPES, apply_phase, apply_phase_dtypes, frozen_is_bf16
+from svms.train.phases import FROZEN_DTYPES, apply_phase, frozen_is_bf16
 
 GIB = 1024**3
 CARD_GIB = 31.8  # a "32 GB" card (RTX 5090, V100-32GB) reports ~32,600 MiB
@@ -173,7 +172,7 @@ def _stage_order(model: nn.Module) -> list[str]:
 def phase_stages(preset: str, phase: int) -> tuple[Stage, ...]:
     """The model's stages in forward order with their parameter counts and trainability in `phase`."""
     model = _meta_model(preset)
-    _check_phase(phase)
+    check_phase(phase)
     apply_phase(model, str(phase))
     params: dict[str, int] = {}
     trainable: dict[str, int] = {}
@@ -256,13 +255,13 @@ def _layer_bytes(model: nn.Module, stage: str, mode: str, seq: int, dropout: boo
 # ---- the estimate ---------------------------------------------------------------------------------
 
 
-def _check_phase(phase: int) -> None:
+def check_phase(phase: int) -> None:
     if phase not in PHASE_BATCH:
         raise SvmsError(f"phase {phase!r} is not a fine-tuning phase; use 1, 2 or 3")
 
 
-def _check_args(phase: int, batch_size: int, optimizer: str, frozen_dtype: str, seq_len: int) -> None:
-    _check_phase(phase)
+def check_args(phase: int, batch_size: int, optimizer: str, frozen_dtype: str, seq_len: int) -> None:
+    check_phase(phase)
     if batch_size < 1:
         raise SvmsError(f"--batch-size {batch_size} must be >= 1")
     if optimizer not in OPTIMIZER_BYTES:
@@ -282,7 +281,7 @@ def estimate(preset: str, phase: int, batch_size: int, grad_checkpointing: bool 
              optimizer: str = "adamw", frozen_dtype: str = "bf16", seq_len: int | None = None) -> MemoryEstimate:
     """Estimated peak memory of one training step of `phase` (see the module docstring)."""
     seq = DEFAULT_SEQ_LEN if seq_len is None else seq_len
-    _check_args(phase, batch_size, optimizer, frozen_dtype, seq)
+    check_args(phase, batch_size, optimizer, frozen_dtype, seq)
     stages = phase_stages(preset, phase)
     model = _meta_model(preset)
     dropout = True  # trained DiT blocks run in train mode (dropout on), as svms.train.phases sets them
@@ -390,119 +389,5 @@ def fit_options(est: MemoryEstimate, card_gib: float = CARD_GIB) -> list[FitOpti
     return options
 
 
-# ---- measuring on a GPU --------------------------------------------------------------------------------
-
-
-@dataclass
-class MeasuredMemory:
-    device: str
-    peak_allocated_gib: float  # torch.cuda.max_memory_allocated over the steps
-    peak_reserved_gib: float  # torch.cuda.max_memory_reserved (what the allocator took from the card)
-    steps: int
-    step_seconds: float  # median wall time of the steps after the first (which warms up kernels)
-
-
-def sequence_layout(seq_len: int) -> tuple[int, int]:
-    """(text tokens, images) for a `seq_len`-token prompt: up to 3 images of 81 tokens, >= 4 text tokens."""
-    images = max(1, min(IMAGES, (seq_len - 4) // TOKENS_PER_IMAGE))
-    if seq_len - images * TOKENS_PER_IMAGE < 4:
-        raise SvmsError(f"--seq-len {seq_len} is too short for one image ({TOKENS_PER_IMAGE} tokens) and "
-                        f"4 text tokens; use at least {TOKENS_PER_IMAGE + 4}")
-    return seq_len - images * TOKENS_PER_IMAGE, images
-
-
-def prepare_model(model: nn.Module, phase: int, frozen_dtype: str = "bf16",
-                  grad_checkpointing: bool = False) -> list[nn.Parameter]:
-    """Set `model` up as `phase` trains it: trainability, dtypes (trainable fp32, frozen per
-    `frozen_dtype`), optional checkpointing of LLM layers and DiT blocks. Returns the trainable params."""
-    _check_phase(phase)
-    apply_phase(model, str(phase))
-    apply_phase_dtypes(model, frozen_dtype)
-    if grad_checkpointing:
-        from torch.utils.checkpoint import checkpoint
-
-        model.action_head.model.gradient_checkpointing = True
-        for block in model.backbone.model.language_model.model.layers:
-            forward = block.forward
-            block.forward = functools.partial(checkpoint, forward, use_reentrant=False)
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-def training_steps(model: nn.Module, batch: dict, params: list[nn.Parameter], steps: int, optimizer: str,
-                   device_type: str, seconds: list[float] | None = None) -> list[float]:
-    """`steps` optimizer steps as the trainer takes them (bf16 autocast, AdamW, clipping); the losses.
-    The wall time of each step (synchronised on CUDA) is appended to `seconds` when given."""
-    if optimizer == "adamw8bit":
-        try:
-            import bitsandbytes as bnb
-        except ImportError as err:
-            raise SvmsError("--optimizer adamw8bit needs bitsandbytes: pip install bitsandbytes") from err
-        opt = bnb.optim.AdamW8bit(params, lr=1e-5, weight_decay=1e-5)
-    elif optimizer in ("adamw", "adamw-foreach"):
-        fused = optimizer == "adamw" and device_type == "cuda"
-        opt = torch.optim.AdamW(params, lr=1e-5, weight_decay=1e-5, fused=fused or None,
-                                foreach=optimizer == "adamw-foreach" or None)
-    else:
-        raise SvmsError(f"--measure supports the optimizers adamw, adamw-foreach and adamw8bit, not {optimizer!r}")
-    losses = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        with torch.autocast(device_type, dtype=torch.bfloat16):
-            out = model(batch)
-            loss = out.loss
-            if out.svms is not None:
-                loss = loss + 0.1 * out.svms.sheaf_loss + 0.01 * out.svms.balance_loss
-                if out.svms.aux_loss is not None:
-                    loss = loss + 0.3 * out.svms.aux_loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(float(loss.detach()))  # synchronises the device
-        if seconds is not None:
-            seconds.append(time.perf_counter() - start)
-    return losses
-
-
-def measure(preset: str, phase: int, batch_size: int, grad_checkpointing: bool = False, optimizer: str = "adamw",
-            frozen_dtype: str = "bf16", seq_len: int | None = None, steps: int = 3) -> MeasuredMemory:
-    """Build the real model on the GPU (random weights), run `steps` training steps of `phase` and report
-    the peak memory (weights included; the CUDA context is not in these numbers)."""
-    seq = DEFAULT_SEQ_LEN if seq_len is None else seq_len
-    _check_args(phase, batch_size, optimizer, frozen_dtype, seq)
-    if not torch.cuda.is_available():
-        raise SvmsError("--measure needs a CUDA GPU (none is visible to torch); "
-                        "drop --measure for the analytical estimate")
-    from svms.model import Gr00tN1d6, Gr00tN1d6Config
-
-    text, images = sequence_layout(seq)
-    config = dataclasses.replace(Gr00tN1d6Config.preset(preset), use_sheaf_streams=True)
-    torch.cuda.empty_cache()
-    with torch.device("cuda"):
-        model = Gr00tN1d6(config, backbone_dtype=torch.bfloat16)
-    params = prepare_model(model, phase, frozen_dtype, grad_checkpointing)
-    batch = model.dummy_batch(batch_size, text_tokens=text, n_images=images, image_size=IMAGE_SIZE)
-    torch.cuda.synchronize()
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    seconds: list[float] = []
-    try:
-        training_steps(model, batch, params, steps, optimizer, "cuda", seconds)
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() / GIB
-        reserved = torch.cuda.max_memory_reserved() / GIB
-    finally:
-        del model, params, batch
-        torch.cuda.empty_cache()
-    step_seconds = statistics.median(seconds[1:] or seconds)
-    return MeasuredMemory(torch.cuda.get_device_name(), peak, reserved, steps, step_seconds)
-
-
-def default_batch(phase: int) -> int:
-    _check_phase(phase)
-    return PHASE_BATCH[phase]
-
-
-__all__ = ["CARD_GIB", "DEFAULT_SEQ_LEN", "PHASE_BATCH", "SEED_CLAIM_GB", "FitOption", "MeasuredMemory",
-           "MemoryEstimate", "estimate", "fit_options", "measure", "phase_stages",
-           "prepare_model", "sequence_layout", "training_steps"]
+__all__ = ["CARD_GIB", "DEFAULT_SEQ_LEN", "PHASE_BATCH", "SEED_CLAIM_GB", "FitOption", "MemoryEstimate",
+           "estimate", "fit_options", "phase_stages"]
