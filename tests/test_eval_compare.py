@@ -213,6 +213,23 @@ def test_report_and_figures_are_written(tmp_path, capsys):
     assert "report:" in printed and "improved" in printed
 
 
+def test_report_averages_svms_diagnostics_over_seeds(tmp_path):
+    runs = [make_run(tmp_path, arm, s) for arm in ("baseline", "svms") for s in range(2)]
+    for seed, run in enumerate(runs[2:]):  # the svms runs: residual 0.2 / 0.4, aux visual 0.6 / 0.8
+        path = run / "eval/open_loop/metrics.json"
+        metrics = json.loads(path.read_text())
+        metrics["svms"] = {
+            "router_mean": {"text": {"visual": 0.5, "temporal": 0.3 - 0.1 * seed, "state": 0.2 + 0.1 * seed}},
+            "sheaf_residual": {"mean": 0.2 * (seed + 1)},
+            "aux": {"visual": {"balanced_accuracy": 0.6 + 0.2 * seed}, "state": {"balanced_accuracy": 0.5}},
+        }
+        path.write_text(json.dumps(metrics))
+    text = write_report(compare(runs), tmp_path / "out").read_text()
+    section = text.split("## SVMS diagnostics")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| svms") or line.startswith("| baseline")]
+    assert rows == ["| svms | 2 | 0.3 | visual 0.50, temporal 0.25, state 0.25 | visual 0.70, state 0.50 |"]
+
+
 def test_cli_takes_runs_positionally(tmp_path):
     cmd = tyro.cli(EvalCompare, args=[str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "o")])
     assert cmd.runs == (tmp_path / "a", tmp_path / "b") and cmd.out == tmp_path / "o"

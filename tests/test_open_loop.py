@@ -151,6 +151,43 @@ def test_train_then_open_loop_cli(dataset_dir, tmp_path, capsys):
     assert "action-horizon" in capsys.readouterr().err
 
 
+def test_svms_diagnostics_of_an_svms_checkpoint(dataset_dir, tmp_path, capsys):
+    """Router weights per token type sum to one, one sheaf residual per episode, aux-head accuracy per stream."""
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(dataset_dir), "--out", str(run), "--phase", "1", "--max-steps", "1",
+                 "--global-batch-size", "2", "--no-tensorboard"]) == 0
+    out = tmp_path / "eval"
+    assert main(["eval", "open-loop", "--checkpoint", str(run), "--dataset", str(dataset_dir), "--out", str(out),
+                 "--split", "all"]) == 0
+    assert "SVMS: aux head" in capsys.readouterr().out
+    svms = json.loads((out / "metrics.json").read_text())["svms"]
+    assert set(svms["router_mean"]) == {"image", "text"}
+    for weights in svms["router_mean"].values():
+        assert list(weights) == ["visual", "temporal", "state"]
+        assert sum(weights.values()) == pytest.approx(1.0, abs=1e-5)
+    residuals = svms["sheaf_residual"]["values"]
+    assert len(residuals) == 3 and all(r >= 0 for r in residuals)
+    assert svms["sheaf_residual"]["mean"] == pytest.approx(float(np.mean(residuals)))
+    aux = svms["aux"]
+    assert set(aux) == {"visual", "temporal", "state"}
+    assert aux["visual"]["prompts"] == 3 and aux["visual"]["labelled_tokens"] > 0  # image tokens are visual
+    for stream in aux.values():
+        if stream["prompts"]:
+            assert 0.0 <= stream["accuracy"] <= 1.0 and 0.0 <= stream["balanced_accuracy"] <= 1.0
+    assert (out / "figures" / "router_heatmap.png").is_file() and (out / "figures" / "sheaf_residuals.png").is_file()
+
+
+def test_baseline_checkpoint_has_no_svms_diagnostics(dataset_dir, tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", str(dataset_dir), "--out", str(run), "--max-steps", "1",
+                 "--global-batch-size", "2", "--no-tensorboard"]) == 0
+    out = tmp_path / "eval"
+    assert main(["eval", "open-loop", "--checkpoint", str(run), "--dataset", str(dataset_dir), "--out", str(out),
+                 "--plots", "0"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["svms"] is None
+    assert not (out / "figures" / "sheaf_residuals.png").exists()
+
+
 def test_open_loop_through_a_policy_server_matches_in_process(dataset_dir, tmp_path):
     import os
     import socket

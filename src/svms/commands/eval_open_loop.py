@@ -72,5 +72,16 @@ class EvalOpenLoop:
         for task, v in m["per_task"].items():
             table.add_row(f"task: {task}", f"{v['mse']:.5f}", f"{v['mae']:.5f}")
         console.print(table)
+        svms = m.get("svms")
+        if svms is not None:
+            res = svms["sheaf_residual"]
+            console.print(f"SVMS: sheaf residual mean {res['mean']:.4g} (min {res['min']:.4g}, max {res['max']:.4g})",
+                          highlight=False)
+            for kind, weights in svms["router_mean"].items():
+                shares = ", ".join(f"{stream} {w:.2f}" for stream, w in weights.items())
+                console.print(f"SVMS: router weights on {kind} tokens: {shares}", highlight=False)
+            for stream, a in (svms.get("aux") or {}).items():
+                console.print(f"SVMS: aux head {stream}: balanced accuracy {a['balanced_accuracy']:.3f} over "
+                              f"{a['labelled_tokens']} labelled tokens", highlight=False)
         console.print(f"metrics: {self.out / 'metrics.json'}")
         return 0

@@ -173,16 +173,22 @@ def long_enough(dataset, chosen: list[int], horizon: int, where: str) -> tuple[l
 
 def svms_diagnostics(policy, observation: dict[str, Any]) -> dict[str, Any] | None:
     """Router weights per token for one observation (SVMS checkpoints only): token strings, weights
-    (L, S), image-token mask, and the per-sample sheaf residual."""
+    (L, S), image-token mask, the per-sample sheaf residual and, when the model has auxiliary heads, their
+    accuracy per stream against the prompt's keyword labels (`svms.data.aux_labels`)."""
     import torch
+
+    from svms.data.aux_labels import prompt_aux_labels
+    from svms.data.prompt import load_tokenizer
 
     model = policy.model
     if model.svms is None:
         return None
     batch, _ = policy.prepare(observation)
+    if model.svms.aux_heads is not None:
+        batch["aux_labels"] = prompt_aux_labels(batch["input_ids"], batch["attention_mask"]).to(
+            batch["input_ids"].device)
     with torch.no_grad():
         _, _, out = model.encode(batch)
-    from svms.data.prompt import load_tokenizer
 
     ids = batch["input_ids"][0].tolist()
     valid = batch["attention_mask"][0].bool().tolist()
@@ -192,7 +198,24 @@ def svms_diagnostics(policy, observation: dict[str, Any]) -> dict[str, Any] | No
         "image": [i == model.backbone.image_token_index for i, v in zip(ids, valid, strict=True) if v],
         "residual": float(out.sheaf_residual[0]),
         "streams": list(model.svms.config.stream_names),
+        "aux": {stream: {k: float(v) for k, v in m.items()} for stream, m in (out.aux_metrics or {}).items()},
     }
+
+
+def aux_summary(per_prompt: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per stream: accuracy and balanced accuracy of the auxiliary heads, the mean over the evaluated prompts
+    that have labelled tokens for that stream, and the labelled token count."""
+    summary = {}
+    for stream in dict.fromkeys(s for m in per_prompt for s in m):
+        rows = [m[stream] for m in per_prompt if stream in m and m[stream]["count"] > 0]
+        summary[stream] = {
+            "accuracy": float(np.mean([r["accuracy"] for r in rows])) if rows else float("nan"),
+            "balanced_accuracy": float(np.mean([r["balanced_accuracy"] for r in rows])) if rows else float("nan"),
+            "positive_rate": float(np.mean([r["positive_rate"] for r in rows])) if rows else float("nan"),
+            "labelled_tokens": int(sum(r["count"] for r in rows)),
+            "prompts": len(rows),
+        }
+    return summary
 
 
 def run_open_loop(checkpoint: Path | None, dataset_dir: Path, out: Path, *, server: str | None = None,
@@ -204,7 +227,7 @@ def run_open_loop(checkpoint: Path | None, dataset_dir: Path, out: Path, *, serv
     OUT/metrics.json and OUT/figures/*.png."""
     from svms.data.lerobot.meta import load_meta, split_episodes
     from svms.data.lerobot.reader import Gr00tLeRobotDataset
-    from svms.eval.plots_open_loop import plot_router_heatmap, plot_trajectory
+    from svms.eval.plots_open_loop import plot_residuals, plot_router_heatmap, plot_trajectory
     from svms.eval.policy import Gr00tPolicy, checkpoint_processor
 
     if (checkpoint is None) == (server is None):
@@ -232,7 +255,7 @@ def run_open_loop(checkpoint: Path | None, dataset_dir: Path, out: Path, *, serv
                                   episodes=chosen, allow_padding=True)
     where = "--episodes" if episodes is not None else f"split {used_split!r}" if used_split else "the dataset"
     chosen, skipped = long_enough(dataset, chosen, horizon, where)
-    results, residuals, heatmap = [], [], None
+    results, residuals, aux, heatmap = [], [], [], None
     for n, index in enumerate(chosen):
         pos = dataset.position_of(index)
         results.append(evaluate_episode(policy, dataset, pos, steps, a))
@@ -249,6 +272,7 @@ def run_open_loop(checkpoint: Path | None, dataset_dir: Path, out: Path, *, serv
         })
         if diag is not None:
             residuals.append(diag["residual"])
+            aux.append(diag["aux"])
             heatmap = heatmap or diag
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
@@ -257,12 +281,14 @@ def run_open_loop(checkpoint: Path | None, dataset_dir: Path, out: Path, *, serv
     svms_summary = None
     if heatmap is not None:
         plot_router_heatmap(heatmap, figures / "router_heatmap.png")
+        plot_residuals(residuals, [r.episode_index for r in results], figures / "sheaf_residuals.png")
         w, image = heatmap["weights"], np.asarray(heatmap["image"])
         svms_summary = {
             "router_mean": {kind: {s: float(w[m, i].mean()) for i, s in enumerate(heatmap["streams"])}
                             for kind, m in (("image", image), ("text", ~image)) if m.any()},
             "sheaf_residual": {"mean": float(np.mean(residuals)), "min": float(np.min(residuals)),
                                "max": float(np.max(residuals)), "values": residuals},
+            "aux": aux_summary(aux) if any(aux) else None,
         }
     source = str(checkpoint) if server is None else f"server:{server}"
     payload = {"checkpoint": source, "dataset": str(dataset_dir), "split": used_split or "all",

@@ -1,4 +1,4 @@
-"""Figures of an open-loop evaluation: recorded vs predicted actions, and the router heatmap."""
+"""Figures of an open-loop evaluation: recorded vs predicted actions, the router heatmap, the sheaf residuals."""
 
 from __future__ import annotations
 
@@ -54,6 +54,24 @@ def plot_router_heatmap(diag: dict[str, Any], path: Path, max_tokens: int = 80) 
     ax.set_xticks(range(len(labels)), labels, rotation=90, fontsize=6)
     fig.colorbar(im, ax=ax, fraction=0.02)
     ax.set_title("SVMS router weight per token", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_residuals(residuals: list[float], episodes: list[int], path: Path) -> None:
+    """The sheaf residual (normalised stream disagreement) of each evaluated episode's first observation:
+    a histogram, and the values per episode (which episodes the streams disagree on)."""
+    fig, (hist, per) = plt.subplots(1, 2, figsize=(9, 3))
+    hist.hist(residuals, bins=min(20, max(5, len(residuals))), color="tab:purple")
+    hist.set_xlabel("sheaf residual")
+    hist.set_ylabel("episodes")
+    per.bar(range(len(residuals)), residuals, color="tab:purple")
+    per.set_xticks(range(len(residuals)), [str(e) for e in episodes], fontsize=6,
+                   rotation=90 if len(residuals) > 20 else 0)
+    per.set_xlabel("episode")
+    per.set_ylabel("sheaf residual")
+    fig.suptitle(f"sheaf residual over {len(residuals)} episodes: mean {np.mean(residuals):.4g}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

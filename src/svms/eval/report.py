@@ -123,6 +123,31 @@ def _ablation_lines(result: CompareResult) -> list[str]:
     return lines
 
 
+def _diagnostic_lines(result: CompareResult) -> list[str]:
+    """The SVMS arms' diagnostics from open-loop evaluation (`svms` in metrics.json), averaged over seeds: sheaf
+    residual, router weights on text tokens, auxiliary heads' balanced accuracy (empty without SVMS diagnostics)."""
+    rows = []
+    for arm, runs in result.arms.items():
+        diags = [r.open_loop["svms"] for r in runs if r.open_loop and r.open_loop.get("svms")]
+        if not diags:
+            continue
+        residual = sum(d["sheaf_residual"]["mean"] for d in diags) / len(diags)
+        streams = list(next((d["router_mean"].get("text") for d in diags if d["router_mean"].get("text")), {}))
+        router = ", ".join(f"{s} {sum(d['router_mean']['text'][s] for d in diags) / len(diags):.2f}" for s in streams)
+        auxes = [d["aux"] for d in diags if d.get("aux")]
+        aux = ", ".join(f"{s} {sum(a[s]['balanced_accuracy'] for a in auxes) / len(auxes):.2f}"
+                        for s in (auxes[0] if auxes else {}))
+        rows.append(f"| {arm} | {len(diags)} | {residual:.4g} | {router or 'n/a'} | {aux or 'n/a (no aux heads)'} |")
+    if not rows:
+        return []
+    return ["", "## SVMS diagnostics (open-loop data, mean over seeds)", "",
+            "Sheaf residual: normalised disagreement between the streams (0 = a global section). Router: mean weight "
+            "per stream on text tokens. Aux: balanced accuracy of each stream's auxiliary head against the "
+            "instruction's keyword labels (0.5 = chance).", "",
+            "| arm | seeds | sheaf residual | router on text tokens | aux balanced accuracy |",
+            "|---|---|---|---|---|", *rows]
+
+
 def _rate(x: float) -> str:
     return "n/a" if not math.isfinite(x) else f"{100 * x:.0f} %"
 
@@ -169,6 +194,7 @@ def render(result: CompareResult, figures: list[Path]) -> str:
             lines += ["", f"## {_scope_title(scope, result.stat(metric, scope, BASELINE), metric)}", ""]
             lines += _success_table(result, scope) if metric == "success" else _error_table(result, metric, scope)
     lines += _ablation_lines(result)
+    lines += _diagnostic_lines(result)
     if figures:
         lines += ["", "## Figures", ""] + [f"![{p.stem}]({p.as_posix()})" for p in figures]
     lines += ["", "## Notes on the data", ""]
