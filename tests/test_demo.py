@@ -35,9 +35,11 @@ def test_ablations_add_arms_with_the_same_budgets_and_seeds(quick):
             mine = [j for j in runs if j.seed == seed]
             assert sum(j.steps for j in mine) == sum(j.steps for j in jobs if j.arm == "baseline" and j.seed == seed)
             assert [j.evaluate for j in mine][-1] and sum(j.evaluate for j in mine) == 1
-            if arm != "baseline":  # phases 1 -> 2 -> 3, each from the previous one
+            if arm != "baseline":  # phases 1 -> 2 -> 3, each from the previous one, where it left the data
                 assert [j.phase for j in mine] == ["1", "2", "3"]
                 assert [j.init for j in mine] == [None, mine[0].name, mine[1].name]
+                consumed = [range(j.data_offset, j.data_offset + j.steps * plan.batch) for j in mine]
+                assert [p for r in consumed for p in r] == list(range(sum(j.steps for j in mine) * plan.batch))
     # everything else (data, pretraining, evaluation sizes) is the plan without ablations
     assert plan.data_key() == demo_plan(quick=quick).data_key()
 

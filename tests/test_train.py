@@ -82,6 +82,45 @@ def test_one_and_two_processes_see_the_same_samples():
     assert micro_positions(2, 1, 1, 2, 2, 2) == [14, 15]
 
 
+def test_data_offset_continues_the_stream():
+    """Steps 4-6 of one run are steps 1-3 of a run that starts 3 steps x 2 samples into the stream."""
+    whole = list(StepBatchSampler(10, 3, 0, 6, 0, 1, 2, 1))
+    assert list(StepBatchSampler(10, 3, 0, 3, 0, 1, 2, 1, offset=6)) == whole[3:]
+    assert micro_positions(1, 0, 0, 1, 2, 1, offset=6) == [6, 7]
+
+
+def test_trainer_feeds_samples_and_noise_from_the_data_offset(tmp_path, monkeypatch):
+    import svms.train.trainer as trainer
+
+    noise_positions, keys = [], []
+    original = trainer.sample_noise
+
+    def recording(positions, *args, **kw):
+        noise_positions.append(list(positions))
+        return original(positions, *args, **kw)
+
+    class Recording(SyntheticDataset):
+        def __getitem__(self, key):
+            keys.append(key)
+            return super().__getitem__(key)
+
+    monkeypatch.setattr(trainer, "sample_noise", recording)
+    cfg = dict(dataset=tmp_path / "unused", max_steps=2, global_batch_size=2, tensorboard=False, seed=5)
+    train(TrainConfig(out=tmp_path / "whole", max_steps=4, **{k: v for k, v in cfg.items() if k != "max_steps"}),
+          Recording(tiny_model(), size=12), SyntheticDataset.collate)
+    whole_keys, whole_noise = keys[4:], noise_positions[2:]
+    keys.clear()
+    noise_positions.clear()
+    train(TrainConfig(out=tmp_path / "rest", data_offset=4, **cfg), Recording(tiny_model(), size=12),
+          SyntheticDataset.collate)
+    assert noise_positions == whole_noise == [[4, 5], [6, 7]]
+    assert keys == whole_keys and [p for _, p in keys] == [4, 5, 6, 7]
+    assert json.loads((tmp_path / "rest" / "config.json").read_text())["data_offset"] == 4
+    with pytest.raises(SvmsError, match="data_offset = 4, not 0"):  # a resume must keep the stream
+        train(TrainConfig(out=tmp_path / "rest", **{**cfg, "max_steps": 3}), Recording(tiny_model(), size=12),
+              SyntheticDataset.collate)
+
+
 # -- phases ----------------------------------------------------------------------------------------
 def test_phases_freeze_what_the_protocol_says():
     model = tiny_model(svms=True)
@@ -106,6 +145,7 @@ def test_phases_freeze_what_the_protocol_says():
     (["--global-batch-size", "3", "--grad-accumulation", "2"], "not divisible"),
     (["--lambda-aux", "-1"], "lambda-aux"),
     (["--model-override", "nokey"], "KEY=VALUE"),
+    (["--data-offset", "-8"], "--data-offset must be >= 0"),
 ])
 def test_bad_flags_are_clear_errors_before_any_compute(tmp_path, capsys, argv, message):
     rc = main(["train", "--dataset", str(tmp_path), "--out", str(tmp_path / "run"), "--max-steps", "1", *argv])

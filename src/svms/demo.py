@@ -73,11 +73,14 @@ class FineTune:
     steps: int
     init: str | None  # the previous phase's run folder; None: the pretrained checkpoint
     evaluate: bool  # the arm's last phase: evaluated open- and closed-loop
+    data_offset: int = 0  # where in the seeded data stream the run starts (samples the earlier phases consumed)
 
 
 def fine_tunes(plan: DemoPlan) -> list[FineTune]:
     """The runs in training order: per seed, the baseline (phase 3, all steps), then each SVMS arm's phases
-    1 -> 2 -> 3 (a third of the steps each), so that every arm has the same optimizer-step budget."""
+    1 -> 2 -> 3 (a third of the steps each), so that every arm has the same optimizer-step budget. Each phase
+    goes on in the data stream where the previous one stopped, so every arm of a seed trains on the same
+    samples with the same flow-matching noise, in the same order: the comparison is paired down to the batch."""
     third = max(1, plan.finetune_steps // 3)
     jobs = []
     for seed in plan.seeds:
@@ -86,9 +89,9 @@ def fine_tunes(plan: DemoPlan) -> list[FineTune]:
                 jobs.append(FineTune(f"baseline-seed{seed}", arm, "3", seed, 3 * third, None, True))
                 continue
             init = None
-            for phase in ("1", "2", "3"):
+            for k, phase in enumerate(("1", "2", "3")):
                 name = f"{arm}-seed{seed}-phase{phase}"
-                jobs.append(FineTune(name, arm, phase, seed, third, init, phase == "3"))
+                jobs.append(FineTune(name, arm, phase, seed, third, init, phase == "3", k * third * plan.batch))
                 init = name
     return jobs
 
@@ -158,7 +161,7 @@ def run_demo(out: Path, quick: bool = False, ablations: bool = False) -> Path:
     checkpoints: dict[str | None, Path] = {None: base}
     for job in jobs:
         checkpoints[job.name] = _train(out / job.name, data, start, phase=job.phase, arm=job.arm,
-                                       init=checkpoints[job.init], max_steps=job.steps,
+                                       init=checkpoints[job.init], max_steps=job.steps, data_offset=job.data_offset,
                                        global_batch_size=plan.batch, seed=job.seed, learning_rate=1e-4)
     for job in jobs:
         if job.evaluate:

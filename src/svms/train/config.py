@@ -76,6 +76,10 @@ class TrainConfig:
     """how many of the newest checkpoints to keep"""
     seed: int = 42
     """seeds the model init, data order, flow-matching noise and image augmentation (>= 0)"""
+    data_offset: int = 0
+    """sample position of the run's first sample in the seeded data stream (0: its start). A phase that goes on
+    from a previous phase with the same --seed passes the samples that phase consumed (its steps x global batch),
+    so that the phases together see the samples and noise one run of all their steps sees"""
     augment: bool = True
     """train image transform: random crop plus the model config's random_rotation_angle and
     color_jitter_params (--no-augment: the eval transform, centre crop)"""
@@ -157,6 +161,8 @@ class TrainConfig:
             raise SvmsError(f"augment = {self.augment!r}: use true or false (--augment / --no-augment)")
         if self.seed < 0:
             raise SvmsError(f"--seed must be >= 0, got {self.seed}")
+        if self.data_offset < 0:
+            raise SvmsError(f"--data-offset must be >= 0 (a sample position), got {self.data_offset}")
         if self.learning_rate is not None and self.learning_rate <= 0:
             raise SvmsError(f"--learning-rate must be > 0, got {self.learning_rate}")
         if self.sheaf_schedule is not None and self.sheaf_schedule not in SHEAF_MODES:

@@ -1,8 +1,9 @@
 """Deterministic data order and per-sample noise, so runs resume exactly and split across processes.
 
-Sample position p (0, 1, 2, ...) is the p-th sample the run consumes: optimizer step s (from 1) with
-global batch G takes positions (s-1)G ... sG-1, micro-batch m of process r the slice
-m*(W*b) + r*b ... + b (W processes, b per-process micro-batch). Position p maps to dataset index
+Sample position p (0, 1, 2, ...) is the p-th sample of the seeded data stream: optimizer step s (from 1)
+with global batch G takes positions o+(s-1)G ... o+sG-1 (o = the run's data offset, 0 unless a phase goes
+on where a previous one stopped), micro-batch m of process r the slice m*(W*b) + r*b ... + b
+(W processes, b per-process micro-batch). Position p maps to dataset index
 perm_e[p mod N] with perm_e a seeded permutation of epoch e = p // N. The flow-matching noise and time
 of a sample are drawn from a generator seeded by (seed, p), so they do not depend on how the batch
 is split; one process and two processes at the same global batch see the same samples and noise.
@@ -25,10 +26,10 @@ def epoch_permutation(n: int, epoch: int, seed: int) -> np.ndarray:
 
 
 def micro_positions(step: int, micro: int, rank: int, world: int, per_process: int,
-                    accumulation: int) -> list[int]:
+                    accumulation: int, offset: int = 0) -> list[int]:
     """Sample positions of micro-batch `micro` of process `rank` at optimizer step `step` (1-based)."""
     global_batch = per_process * world * accumulation
-    start = (step - 1) * global_batch + micro * per_process * world + rank * per_process
+    start = offset + (step - 1) * global_batch + micro * per_process * world + rank * per_process
     return list(range(start, start + per_process))
 
 
@@ -37,8 +38,8 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
     `start_step + 1` to `max_steps`; the dataset takes them as keys (`dataset[(index, position)]`)."""
 
     def __init__(self, n: int, seed: int, start_step: int, max_steps: int, rank: int, world: int,
-                 per_process: int, accumulation: int) -> None:
-        self.n, self.seed = n, seed
+                 per_process: int, accumulation: int, offset: int = 0) -> None:
+        self.n, self.seed, self.offset = n, seed, offset
         self.start_step, self.max_steps = start_step, max_steps
         self.rank, self.world = rank, world
         self.per_process, self.accumulation = per_process, accumulation
@@ -54,7 +55,7 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
         for step in range(self.start_step + 1, self.max_steps + 1):
             for micro in range(self.accumulation):
                 positions = micro_positions(step, micro, self.rank, self.world, self.per_process,
-                                            self.accumulation)
+                                            self.accumulation, self.offset)
                 yield [(self.index(p), p) for p in positions]
 
     def __len__(self) -> int:

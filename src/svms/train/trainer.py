@@ -118,11 +118,11 @@ def check_run_folder(cfg: TrainConfig, runtime: Runtime) -> Path | None:
     resume = newest_checkpoint(cfg.out)
     saved = cfg.out / "config.json"
     if resume is not None and saved.is_file():
-        before = json.loads(saved.read_text())
-        for key in ("phase", "svms", "preset", "embodiment_tag", "model_override"):
-            if before.get(key) != cfg.to_dict().get(key):
+        before, now = json.loads(saved.read_text()), cfg.to_dict()
+        for key in ("phase", "svms", "preset", "embodiment_tag", "model_override", "seed", "data_offset"):
+            if before.get(key, now[key]) != now[key]:  # a key the run's version did not write cannot differ
                 raise SvmsError(f"{cfg.out} holds a run started with {key} = {before.get(key)!r}, not "
-                                f"{cfg.to_dict().get(key)!r}; resume it with the same flags or use a new --out")
+                                f"{now[key]!r}; resume it with the same flags or use a new --out")
     return resume
 
 
@@ -182,7 +182,7 @@ def _train(cfg: TrainConfig, runtime: Runtime, dataset, collate_fn, processor) -
                            cfg.to_dict())
     runner = (DistributedDataParallel(model, find_unused_parameters=True) if runtime.distributed else model)
     sampler = StepBatchSampler(len(dataset), cfg.seed, start_step, cfg.max_steps, runtime.rank, runtime.world,
-                               per_process, cfg.grad_accumulation)
+                               per_process, cfg.grad_accumulation, cfg.data_offset)
     # Its own generator: creating the loader must not draw from the global RNG a resumed run restores.
     loader = iter(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_fn, num_workers=cfg.num_workers,
                              pin_memory=runtime.device.type == "cuda",
@@ -220,7 +220,8 @@ def _train(cfg: TrainConfig, runtime: Runtime, dataset, collate_fn, processor) -
         diagnostics: dict[str, float] = {}
         for micro in range(cfg.grad_accumulation):
             batch = to_device(next(loader), runtime.device)
-            positions = micro_positions(step, micro, runtime.rank, runtime.world, per_process, cfg.grad_accumulation)
+            positions = micro_positions(step, micro, runtime.rank, runtime.world, per_process, cfg.grad_accumulation,
+                                        cfg.data_offset)
             noise, t = sample_noise(positions, cfg.seed, mc.action_horizon, mc.max_action_dim, model.action_head)
             sync = (runner.no_sync() if runtime.distributed and micro < cfg.grad_accumulation - 1
                     else contextlib.nullcontext())
