@@ -257,3 +257,32 @@ def test_gradients_reach_every_trainable_parameter():
             assert p.grad is None, name
         else:
             assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
+
+
+def test_per_embodiment_gradients_are_bitwise_reproducible_on_several_threads():
+    """Samples sharing an embodiment add their gradients into one W slot in a fixed order (advanced indexing's
+    backward adds them from several threads and varies in the last bit, which made CPU runs irreproducible)."""
+    from svms.model.action_head.embodiment import CategorySpecificLinear
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(2, threads))
+    try:
+        torch.manual_seed(0)
+        layer = CategorySpecificLinear(4, 128, 256)
+        x = torch.randn(8, 40, 128)
+        ids = torch.tensor([0, 0, 0, 0, 0, 0, 2, 2])
+        out = layer(x, ids)
+        torch.testing.assert_close(out, torch.bmm(x, layer.W[ids]) + layer.b[ids].unsqueeze(1), rtol=0, atol=0)
+
+        def grads():
+            layer.zero_grad(set_to_none=True)
+            layer(x, ids).square().sum().backward()
+            return layer.W.grad.clone(), layer.b.grad.clone()
+
+        first = grads()
+        assert first[0][[1, 3]].abs().max() == 0  # unused embodiments get no gradient
+        for _ in range(20):
+            again = grads()
+            assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
+    finally:
+        torch.set_num_threads(threads)

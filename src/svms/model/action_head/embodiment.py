@@ -23,8 +23,12 @@ class CategorySpecificLinear(nn.Module):
         self.b = nn.Parameter(torch.zeros(num_categories, out_dim))
 
     def forward(self, x: torch.Tensor, category_ids: torch.Tensor) -> torch.Tensor:
-        # x (B, T, in), category_ids (B,) -> (B, T, out)
-        return torch.bmm(x, self.W[category_ids]) + self.b[category_ids].unsqueeze(1)
+        # x (B, T, in), category_ids (B,) -> (B, T, out). index_select, not W[category_ids]: the same forward, but
+        # its backward sums the samples of one embodiment in a fixed order, where advanced indexing's
+        # (index_put_ with accumulate) adds them from several CPU threads at once and the result then varies in
+        # the last bit from run to run.
+        return (torch.bmm(x, self.W.index_select(0, category_ids))
+                + self.b.index_select(0, category_ids).unsqueeze(1))
 
 
 class CategorySpecificMLP(nn.Module):
