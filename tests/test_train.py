@@ -201,6 +201,35 @@ def test_phases_chain_with_init(tmp_path):
     assert not torch.equal(a["svms.merge.weight"], b["svms.merge.weight"])  # continued training the SVMS weights
 
 
+def test_fresh_svms_on_a_checkpoint_depends_on_the_seed_only(tmp_path):
+    """Phase 1 from a checkpoint without SVMS: the new SVMS weights and the dropout masks follow --seed, not
+    whatever drew from the global RNG earlier in the process (the demo trains many runs in one process)."""
+    from svms.train.trainer import build_model
+
+    base, _ = run(tmp_path, out=tmp_path / "base", max_steps=1)
+    cfg = dict(dataset=tmp_path / "unused", phase="1", init=base, max_steps=2, global_batch_size=2,
+               tensorboard=False, seed=0)
+
+    def fresh_svms(**kw):
+        model, _ = build_model(TrainConfig(out=tmp_path / "x", **{**cfg, **kw}), None)
+        return {k: v for k, v in model.state_dict().items() if k.startswith("svms.")}
+
+    torch.rand(1000)
+    first = fresh_svms()
+    torch.rand(7)
+    again, other = fresh_svms(), fresh_svms(seed=1)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert not torch.equal(first["svms.stream_heads.0.proj.weight"], other["svms.stream_heads.0.proj.weight"])
+
+    data = SyntheticDataset(tiny_model(svms=True), size=12)
+    losses = []
+    for name, draws in (("a", 3), ("b", 11)):
+        torch.rand(draws)
+        train(TrainConfig(out=tmp_path / name, **cfg), data, SyntheticDataset.collate)
+        losses.append((tmp_path / name / "metrics.jsonl").read_text())
+    assert losses[0] == losses[1]
+
+
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
     original = Gr00tN1d6.forward
     calls = {"n": 0}

@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
@@ -50,8 +51,19 @@ def model_config(cfg: TrainConfig, base: Gr00tN1d6Config) -> Gr00tN1d6Config:
     return Gr00tN1d6Config.from_dict(merged)
 
 
+def run_seed(cfg: TrainConfig) -> int:
+    """The global torch seed of a run: --seed, mixed with --data-offset when a phase goes on in the stream (so
+    that its dropout masks are not the previous phase's again)."""
+    if cfg.data_offset == 0:
+        return cfg.seed
+    return int(np.random.SeedSequence([cfg.seed, cfg.data_offset]).generate_state(1, np.uint64)[0] >> 1)
+
+
 def build_model(cfg: TrainConfig, resume: Path | None) -> tuple[Gr00tN1d6, Path | None]:
-    """The model to train and the checkpoint it came from (None when built from a preset)."""
+    """The model to train and the checkpoint it came from (None when built from a preset). The global RNG is
+    seeded first in every case: fresh SVMS weights on an N1.6 checkpoint and the dropout masks then depend on
+    --seed alone, not on what ran before in the process (a resumed run restores its saved RNG state later)."""
+    torch.manual_seed(run_seed(cfg))
     if resume is not None:
         return Gr00tN1d6.from_pretrained(resume), resume
     if cfg.init is not None:
@@ -59,7 +71,6 @@ def build_model(cfg: TrainConfig, resume: Path | None) -> tuple[Gr00tN1d6, Path 
         config = model_config(cfg, read_config(source))
         fields = {f.name for f in dataclasses.fields(Gr00tN1d6Config)} - {"extra"}
         return Gr00tN1d6.from_pretrained(source, overrides={k: getattr(config, k) for k in fields}), source
-    torch.manual_seed(cfg.seed)
     return Gr00tN1d6(model_config(cfg, Gr00tN1d6Config.preset(cfg.preset))), None
 
 
