@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from svms.demo import ABLATION_ARMS, FULL, QUICK, demo_plan, fine_tunes
+from svms.demo import FULL, QUICK, demo_plan, fine_tunes
+from svms.eval.compare import ABLATIONS as ABLATION_ARMS
 
 # find_spec, not importorskip: importing robosuite here would initialise MuJoCo before svms.sim picks
 # its offscreen GL back-end.

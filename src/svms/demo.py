@@ -22,6 +22,8 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from svms.eval.compare import ABLATIONS, BASELINE, SVMS
+
 
 @dataclass(frozen=True)
 class DemoPlan:
@@ -38,7 +40,7 @@ class DemoPlan:
     seeds: tuple[int, ...]
     rollout_episodes: int  # per task and run
     image_edge: int = 112
-    arms: tuple[str, ...] = ("baseline", "svms")  # baseline: phase 3 only; SVMS arms: phases 1 -> 2 -> 3
+    arms: tuple[str, ...] = (BASELINE, SVMS)  # baseline: phase 3 only; SVMS arms: phases 1 -> 2 -> 3
 
     def data_key(self) -> str:
         spec = json.dumps([self.tasks, self.episodes, self.heldout, self.resolution, self.cameras])
@@ -53,13 +55,10 @@ FULL = DemoPlan(tasks=("Lift", "Door"), episodes=16, heldout=5, resolution=64,
                 batch=8, seeds=(0, 1), rollout_episodes=5)
 
 
-ABLATION_ARMS = ("svms-no-sheaf", "svms-no-router", "svms-no-aux")
-
-
 def demo_plan(quick: bool = False, ablations: bool = False) -> DemoPlan:
     """The plan of `svms demo [--quick] [--ablations]`: ablations add arms, with the SVMS arm's budgets and seeds."""
     plan = QUICK if quick else FULL
-    return replace(plan, arms=plan.arms + ABLATION_ARMS) if ablations else plan
+    return replace(plan, arms=plan.arms + ABLATIONS) if ablations else plan
 
 
 @dataclass(frozen=True)
@@ -85,7 +84,7 @@ def fine_tunes(plan: DemoPlan) -> list[FineTune]:
     jobs = []
     for seed in plan.seeds:
         for arm in plan.arms:
-            if arm == "baseline":
+            if arm == BASELINE:
                 jobs.append(FineTune(f"baseline-seed{seed}", arm, "3", seed, 3 * third, None, True))
                 continue
             init = None

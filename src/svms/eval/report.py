@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 
 from svms.eval import stats
-from svms.eval.compare import BASELINE, METRICS, OVERALL, SVMS, ArmStat, CompareResult, Comparison
+from svms.eval.compare import BASELINE, METRICS, OVERALL, SVMS, ArmStat, CompareResult
 from svms.eval.plots import write_figures
 
 
@@ -43,20 +43,16 @@ def _p(p: float) -> str:
     return "n/a" if not math.isfinite(p) else ("< 0.001" if p < 0.001 else f"{p:.3g}")
 
 
-def _find(result: CompareResult, metric: str, scope: str, arm: str) -> Comparison | None:
-    return result.comparison(metric, scope, arm, BASELINE)
-
-
 def verdict(result: CompareResult) -> str:
     """One sentence per headline metric of the primary arm, stated as measured."""
     arm = primary_arm(result)
     parts = []
-    mse = _find(result, "open_loop_mse", OVERALL, arm)
+    mse = result.comparison("open_loop_mse", OVERALL, arm)
     if mse is not None:
         b, t = result.stat(mse.metric, OVERALL, BASELINE), result.stat(mse.metric, OVERALL, arm)
         parts.append(f"open-loop MSE **{mse.label}** ({_pct(mse.relative_pct)}, 95 % CI {_pct(mse.relative_lo)} "
                      f"to {_pct(mse.relative_hi)}; {len(t.seeds)} vs {len(b.seeds)} seeds, {t.n} episodes)")
-    success = _find(result, "success", OVERALL, arm)
+    success = result.comparison("success", OVERALL, arm)
     if success is not None:
         b, t = result.stat("success", OVERALL, BASELINE), result.stat("success", OVERALL, arm)
         parts.append(f"closed-loop success **{success.label}** ({t.successes}/{t.n} = {t.mean:.0%} vs "
@@ -74,7 +70,7 @@ def _error_table(result: CompareResult, metric: str, scope: str) -> list[str]:
         if s is None:
             continue
         head = f"| {arm} | {_seeds(s)} | {_num(s.mean)} ({_num(s.lo)} to {_num(s.hi)}) |"
-        c = _find(result, metric, scope, arm)
+        c = result.comparison(metric, scope, arm)
         if c is None:
             rows.append(head + " reference | | | |" if arm == BASELINE else head + " no baseline | | | |")
             continue
@@ -92,7 +88,7 @@ def _success_table(result: CompareResult, scope: str) -> list[str]:
         if s is None:
             continue
         head = f"| {arm} | {_seeds(s)} | {s.successes}/{s.n} = {_rate(s.mean)} | {_rate(s.lo)} to {_rate(s.hi)} |"
-        c = _find(result, "success", scope, arm)
+        c = result.comparison("success", scope, arm)
         if c is None:
             rows.append(head + (" reference | | |" if arm == BASELINE else " no baseline | | |"))
             continue
