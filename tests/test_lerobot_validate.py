@@ -197,3 +197,34 @@ def test_inspect_and_aux_coverage_commands(dataset, capsys):
     assert DataAuxCoverage(dataset).run() == 0
     out = capsys.readouterr().out
     assert "visual" in out and "temporal" in out and "state" in out
+
+
+def test_quaternion_sign_flip_is_a_warning_naming_episode_and_step(tmp_path, capsys):
+    """A 4-wide rotation/quaternion state key whose sign flips between steps warns (episode, step); other
+    4-wide keys do not, and the dataset stays valid."""
+    root = tmp_path / "quat"
+    keys = {"eef_quat": 4, "base_rotation": 4, "base_motion": 4}
+    write_synthetic_dataset(root, (12, 12), cameras=("cam0",), state_keys=keys)
+    path = root / "data/chunk-000/episode_000001.parquet"
+    table = pq.read_table(path)
+    angles = np.linspace(0.1, 0.5, 12)
+    quat = np.stack([np.sin(angles / 2), 0 * angles, 0 * angles, np.cos(angles / 2)], axis=1)
+    quat[7:] *= -1  # same rotations, the sign flipped from step 7 on
+    motion = np.where(np.arange(12)[:, None] % 2, 1.0, -1.0) * np.ones((12, 4))  # flips every step, not a rotation
+    values = np.concatenate([quat, np.tile([0, 0, 0, 1.0], (12, 1)), motion], axis=1).astype(np.float32)
+    column = pa.ListArray.from_arrays(pa.array(np.arange(0, values.size + 1, 12, dtype=np.int32)),
+                                      pa.array(values.reshape(-1)))
+    pq.write_table(table.set_column(table.column_names.index("observation.state"), "observation.state", column),
+                   path)
+    (root / "meta/stats.json").unlink()  # random episode 0 and the edited episode 1: recompute below
+    DataStats(root).run()
+    problems = [p for p in validate_dataset(root) if p.severity != "note"]
+    warnings_ = [p for p in problems if p.severity == "warning"]
+    assert [p.severity for p in problems] == ["warning"] * len(problems)
+    ep1 = [str(p) for p in warnings_ if "episode 1:" in p.message]  # episode 0 is random: it flips too
+    assert len(ep1) == 1 and "'eef_quat'" in ep1[0] and "step 7" in ep1[0] and "1 flip(s)" in ep1[0], ep1
+    assert "episode_000001.parquet" in ep1[0]
+    assert all("base_motion" not in str(p) for p in warnings_)
+    assert DataValidate(root).run() == 0  # a warning, not an error
+    out = capsys.readouterr().out
+    assert "warning:" in out and "episode 1" in out and "valid" in out

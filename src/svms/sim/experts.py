@@ -40,11 +40,14 @@ class Phase:
 
 
 def _rz(yaw: float) -> np.ndarray:
-    c, s = np.cos(yaw), np.sin(yaw)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    """Rotation about the world z axis by `yaw` (3×3)."""
+    from scipy.spatial.transform import Rotation
+
+    return Rotation.from_euler("z", yaw).as_matrix()
 
 
 def _yaw_of(quat_xyzw: np.ndarray) -> float:
+    """Heading (yaw) of an object's x axis in the world xy plane."""
     m = quat_to_matrix(quat_xyzw)
     return float(np.arctan2(m[1, 0], m[0, 0]))
 

@@ -5,7 +5,9 @@ simulated data in RoboCasa's layout lets one embodiment config (`robocasa_panda_
 What the fixed-base robot lacks is constant: base position zeros, base rotation the identity
 quaternion, base motion zeros, control mode 0 (arm mode).
 
-Conventions (robosuite's and RoboCasa's): quaternions are (x, y, z, w); the arm's position and
+Conventions (robosuite's and RoboCasa's): quaternions are (x, y, z, w), converted by scipy's
+`Rotation`; within an episode each keeps the sign nearer the previous step's (an episode's first has
+w ≥ 0), so consecutive quaternions have a non-negative dot product. The arm's position and
 rotation actions are the OSC_POSE controller's normalised delta inputs in [-1, 1] (scaled by the
 controller to at most 5 cm and 0.5 rad per step), so converting back gives exactly the command the
 environment executed. `gripper_close` is 0/1 in data and thresholded at 0.5 when executed.
@@ -51,51 +53,61 @@ STATE_SLICES = _slices(STATE_KEYS)
 ACTION_SLICES = _slices(ACTION_KEYS)
 
 
+def _rotation():
+    """scipy's `Rotation` (extra `sim`), imported when a conversion runs, so the layout constants stay
+    importable without it."""
+    from scipy.spatial.transform import Rotation
+
+    return Rotation
+
+
 def quat_to_matrix(q: np.ndarray) -> np.ndarray:
-    """(x, y, z, w) quaternion → 3×3 rotation matrix."""
-    x, y, z, w = np.asarray(q, np.float64) / np.linalg.norm(q)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
+    """(x, y, z, w) quaternion (any norm) → 3×3 rotation matrix."""
+    return _rotation().from_quat(np.asarray(q, np.float64)).as_matrix()
 
 
-def matrix_to_quat(m: np.ndarray) -> np.ndarray:
-    """3×3 rotation matrix → (x, y, z, w) quaternion with w ≥ 0 (one sign, so data are continuous)."""
-    m = np.asarray(m, np.float64)
-    w = np.sqrt(max(0.0, 1.0 + m[0, 0] + m[1, 1] + m[2, 2])) / 2
-    x = np.sqrt(max(0.0, 1.0 + m[0, 0] - m[1, 1] - m[2, 2])) / 2
-    y = np.sqrt(max(0.0, 1.0 - m[0, 0] + m[1, 1] - m[2, 2])) / 2
-    z = np.sqrt(max(0.0, 1.0 - m[0, 0] - m[1, 1] + m[2, 2])) / 2
-    x = np.copysign(x, m[2, 1] - m[1, 2])
-    y = np.copysign(y, m[0, 2] - m[2, 0])
-    z = np.copysign(z, m[1, 0] - m[0, 1])
-    q = np.array([x, y, z, w])
-    return q / np.linalg.norm(q)
+def matrix_to_quat(m: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
+    """3×3 rotation matrix → unit (x, y, z, w) quaternion.
+
+    q and −q are the same rotation; the sign is chosen so that a sequence stays continuous: the one
+    nearer `previous` (dot product ≥ 0), or w ≥ 0 when there is no previous step (an episode's first).
+    A fixed w ≥ 0 rule is no continuity rule: a top-down grasp keeps w near 0, where it flips.
+    """
+    q = _rotation().from_matrix(np.asarray(m, np.float64)).as_quat(canonical=True)
+    if previous is not None and float(np.dot(q, previous)) < 0:
+        q = -q
+    return q
+
+
+def continuous_quats(quats: np.ndarray) -> np.ndarray:
+    """(T, 4) quaternions → the same rotations with each sign nearer the previous step's
+    (consecutive dot products ≥ 0); the first keeps its sign."""
+    out = np.array(quats, np.float64, copy=True)
+    for t in range(1, len(out)):
+        if float(np.dot(out[t], out[t - 1])) < 0:
+            out[t] = -out[t]
+    return out
 
 
 def rotation_to_axis_angle(m: np.ndarray) -> np.ndarray:
     """3×3 rotation matrix → axis-angle vector (angle in [0, π])."""
-    q = matrix_to_quat(m)
-    sin_half = np.linalg.norm(q[:3])
-    if sin_half < 1e-9:
-        return np.zeros(3)
-    return q[:3] / sin_half * 2 * np.arctan2(sin_half, q[3])
+    return _rotation().from_matrix(np.asarray(m, np.float64)).as_rotvec()
 
 
 def state_vector(
     eef_pos: np.ndarray, eef_rot: np.ndarray, base_pos: np.ndarray, base_rot: np.ndarray,
-    gripper_qpos: np.ndarray,
+    gripper_qpos: np.ndarray, previous: np.ndarray | None = None,
 ) -> np.ndarray:
     """(16,) float32 state: end effector in the robot-base frame, a fixed base, finger joints.
 
-    `eef_rot` and `base_rot` are world-frame 3×3 rotation matrices, positions world-frame metres.
+    `eef_rot` and `base_rot` are world-frame 3×3 rotation matrices, positions world-frame metres;
+    `previous` is the episode's previous state (16,), whose quaternion sign this one continues.
     """
     base_rot = np.asarray(base_rot)
     state = np.zeros(STATE_DIM, np.float32)
     state[STATE_SLICES["end_effector_position_relative"]] = base_rot.T @ (np.asarray(eef_pos) - base_pos)
-    state[STATE_SLICES["end_effector_rotation_relative"]] = matrix_to_quat(base_rot.T @ eef_rot)
+    rot = STATE_SLICES["end_effector_rotation_relative"]
+    state[rot] = matrix_to_quat(base_rot.T @ eef_rot, None if previous is None else previous[rot])
     state[STATE_SLICES["base_rotation"]] = IDENTITY_QUAT
     state[STATE_SLICES["gripper_qpos"]] = gripper_qpos
     return state

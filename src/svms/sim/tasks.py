@@ -137,6 +137,7 @@ class SimEnv:
         self._base_body = self.env.sim.model.body_name2id(robot.robot_model.root_body)
         self._eef_site = robot.eef_site_id["right"]
         self.obs: dict[str, Any] = {}
+        self._last_state: np.ndarray | None = None  # the episode's previous state: quaternion signs continue it
 
     def reset(self, seed: int) -> dict[str, Any]:
         """Reset to the initial state drawn from `seed` (object placement and arm joint noise)."""
@@ -144,6 +145,7 @@ class SimEnv:
         self.env.rng = rng
         _set_sampler_rng(getattr(self.env, "placement_initializer", None), rng)
         self.obs = self.env.reset()
+        self._last_state = None
         return self.obs
 
     def step(self, env_action: np.ndarray) -> dict[str, Any]:
@@ -160,12 +162,15 @@ class SimEnv:
         return data.site_xpos[self._eef_site].copy(), data.site_xmat[self._eef_site].reshape(3, 3).copy()
 
     def state(self) -> np.ndarray:
-        """The Panda-Omron state (16,) of the current step."""
+        """The Panda-Omron state (16,) of the current step; its quaternion keeps the sign nearer the
+        previous step's (reset starts afresh), in generation and rollouts alike."""
         data = self.env.sim.data
         pos, rot = self.eef_pose()
         base_pos = data.body_xpos[self._base_body]
         base_rot = data.body_xmat[self._base_body].reshape(3, 3)
-        return state_vector(pos, rot, base_pos, base_rot, self.obs["robot0_gripper_qpos"])
+        self._last_state = state_vector(pos, rot, base_pos, base_rot, self.obs["robot0_gripper_qpos"],
+                                        self._last_state)
+        return self._last_state.copy()
 
     def render(self) -> dict[str, np.ndarray]:
         """One uint8 (H, W, 3) frame per video key."""

@@ -2,7 +2,9 @@
 
 Where loading warns and carries on as the reference does (a declared episode length that differs
 from the parquet rows, tasks missing from tasks.jsonl), validation reports an error. A dataset
-that only lacks `meta/stats.json` is valid: that gets a note saying how to compute it.
+that only lacks `meta/stats.json` is valid: that gets a note saying how to compute it. A quaternion
+state key that flips sign between steps gets a warning: q and -q are one rotation, so the data are
+not wrong, but a policy sees a jump.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from svms.errors import SvmsError
 
 @dataclass(frozen=True)
 class Problem:
-    """One finding: where (a file, or file + field) and what to do; notes do not fail validation."""
+    """One finding: where (a file, or file + field) and what to do; notes and warnings do not fail
+    validation."""
 
     where: str
     message: str
@@ -34,6 +37,37 @@ class Problem:
 def _annotation_columns(meta: DatasetMeta) -> list[str]:
     cols = [meta.language_column(f"annotation.{name}") for name in meta.modality.get("annotation", {})]
     return [c for c in cols if c and c not in EPISODE_LANGUAGE_KEYS]
+
+
+def _is_quaternion_key(key: str, entry: dict) -> bool:
+    """A 4-wide state key whose name says rotation or quaternion."""
+    name = key.lower()
+    return entry["end"] - entry["start"] == 4 and ("quat" in name or "rotation" in name)
+
+
+def _sign_flips(meta: DatasetMeta, episode: int, where: str, arrays: dict) -> list[Problem]:
+    """One warning per quaternion state key whose consecutive steps have a negative dot product."""
+    out = []
+    for key, entry in meta.modality["state"].items():
+        column = meta.column_of("state", key)
+        if not _is_quaternion_key(key, entry) or column not in arrays:
+            continue
+        values = np.asarray(arrays[column], dtype=np.float64)
+        if values.ndim != 2 or values.shape[1] < entry["end"]:
+            continue
+        q = values[:, entry["start"]:entry["end"]]
+        dots = np.sum(q[1:] * q[:-1], axis=1)
+        flips = np.flatnonzero(dots < 0)
+        if flips.size:
+            step = int(flips[0]) + 1
+            out.append(Problem(
+                f"{where} state key {key!r}",
+                f"episode {episode}: the quaternion flips sign at step {step} (dot product with step {step - 1} "
+                f"is {dots[flips[0]]:.2f}; {flips.size} flip(s) in this episode). q and -q are the same rotation, "
+                "but a policy sees a jump: write each quaternion with the sign nearer the previous step's.",
+                "warning",
+            ))
+    return out
 
 
 def _check_episode(meta: DatasetMeta, pos: int) -> list[Problem]:
@@ -80,6 +114,7 @@ def _check_episode(meta: DatasetMeta, pos: int) -> list[Problem]:
                             f"key {key!r} slices [{entry['start']}:{entry['end']}]; fix the slice.",
                         )
                     )
+    out += _sign_flips(meta, ep.index, where, arrays)
     for column in task_cols:
         unknown = sorted(set(np.asarray(arrays[column]).tolist()) - set(meta.tasks))
         if unknown:
