@@ -1,7 +1,8 @@
 """`TrainConfig`: every knob of `svms train`, with the phase defaults of the seed's protocol.
 
-Fields left at None take the phase's default (table below), so a flag always wins over a phase and the
-resolved values are what `RUN/config.json` records.
+Fields left at None take the phase's default (table below, from the one registry `svms.protocol`), so a flag
+always wins over a phase and the resolved values are what `RUN/config.json` records. `--arm NAME` sets the
+arm's flags from the same registry (the control arm is the baseline's flags: its shorter budget is the study's).
 
 | phase   | trains                                         | lambda_aux | sheaf schedule       | lr    | batch |
 |---------|------------------------------------------------|-----------:|----------------------|-------|------:|
@@ -20,27 +21,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from svms.errors import SvmsError
+from svms.protocol import ARMS, PHASE_DEFAULTS, PHASES
 from svms.train.schedules import SHEAF_MODES
 
 FROZEN_DTYPES = ("bf16", "fp32", "mixed")
 
-PHASES = ("scratch", "1", "2", "3")
-
-# Each arm of the comparison is one flag: (svms on?, flag values, model-config overrides).
-ARMS: dict[str, tuple[bool, dict[str, Any], tuple[str, ...]]] = {
-    "baseline": (False, {}, ()),
-    "svms": (True, {}, ()),
-    "svms-no-sheaf": (True, {"sheaf_schedule": "off"}, ("sheaf_unroll_steps=0",)),
-    "svms-no-router": (True, {}, ("use_router=false",)),
-    "svms-no-aux": (True, {"lambda_aux": 0.0}, ("use_aux_losses=false",)),
-}
-
-PHASE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "scratch": {"lambda_aux": 0.3, "sheaf_schedule": None, "learning_rate": 3e-4, "global_batch_size": 8},
-    "1": {"lambda_aux": 0.5, "sheaf_schedule": "off", "learning_rate": 1e-4, "global_batch_size": 16},
-    "2": {"lambda_aux": 0.3, "sheaf_schedule": "adaptive", "learning_rate": 5e-5, "global_batch_size": 12},
-    "3": {"lambda_aux": 0.2, "sheaf_schedule": "fixed", "learning_rate": 1e-5, "global_batch_size": 8},
-}
+__all__ = ["ARMS", "FROZEN_DTYPES", "PHASES", "PHASE_DEFAULTS", "TrainConfig"]
 
 
 @dataclass
@@ -61,7 +47,8 @@ class TrainConfig:
     svms: bool | None = None
     """SVMS on/off (default: on for phases 1-3, off for scratch)"""
     arm: str | None = None
-    """comparison arm: baseline, svms, svms-no-sheaf, svms-no-router, svms-no-aux (sets --svms and the ablation)"""
+    """comparison arm: baseline, svms, svms-no-sheaf, svms-no-router, svms-no-aux, control (sets --svms and the
+    ablation; control trains like baseline, `svms study` gives it fewer steps)"""
     init: Path | None = None
     """a GR00T N1.6 checkpoint folder, or a previous run (its newest checkpoint)"""
     split: str | None = "train"
@@ -128,7 +115,8 @@ class TrainConfig:
         if self.arm is not None:
             if self.arm not in ARMS:
                 raise SvmsError(f"--arm {self.arm!r}: use one of {', '.join(ARMS)}")
-            svms, flags, overrides = ARMS[self.arm]
+            spec = ARMS[self.arm]
+            svms, flags, overrides = spec.svms, spec.flags, spec.overrides
             if self.svms is not None and self.svms != svms:
                 raise SvmsError(f"--arm {self.arm} {'needs' if svms else 'excludes'} SVMS; drop --svms/--no-svms")
             self.svms = svms
