@@ -68,6 +68,33 @@ def test_action_width_differs_from_the_checkpoint(checkpoint, tmp_path, capsys):
     clean_error(capsys, "action key 'gripper' spans 2 values", "trained with 1")
 
 
+# --- open loop: the split guard ---------------------------------------------------------------------------------
+
+def test_dataset_without_a_heldout_split_needs_split_all(checkpoint, tmp_path, capsys):
+    """No held-out split: an error naming --split all, not a silent evaluation of training episodes."""
+    write_synthetic_dataset(tmp_path / "data", lengths=(20, 24, 18))  # splits: train only
+    assert main(open_loop(checkpoint, tmp_path / "data", tmp_path / "o")) == 1
+    clean_error(capsys, "info.json has no split 'heldout'", "(its splits: train)", "--split all",
+                "svms sim generate --heldout N")
+    assert not (tmp_path / "o" / "metrics.json").exists()
+    assert main(open_loop(checkpoint, tmp_path / "data", tmp_path / "o", "--split", "test")) == 1
+    clean_error(capsys, "no split 'test'", "--split all")
+    assert main(open_loop(checkpoint, tmp_path / "data", tmp_path / "o", "--split", "all")) == 0
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["split"] == "all" and [e["episode_index"] for e in metrics["episodes"]] == [0, 1, 2]
+
+
+def test_split_all_evaluates_training_episodes_too(checkpoint, tmp_path):
+    write_synthetic_dataset(tmp_path / "data", lengths=(20, 24, 18), heldout=1)
+    assert main(open_loop(checkpoint, tmp_path / "data", tmp_path / "h")) == 0
+    assert [e["episode_index"] for e in json.loads((tmp_path / "h/metrics.json").read_text())["episodes"]] == [2]
+    assert main(open_loop(checkpoint, tmp_path / "data", tmp_path / "a", "--split", "all")) == 0
+    assert [e["episode_index"] for e in json.loads((tmp_path / "a/metrics.json").read_text())["episodes"]] == [0, 1, 2]
+    assert main(open_loop(checkpoint, tmp_path / "data", tmp_path / "e", "--episodes", "1")) == 0
+    metrics = json.loads((tmp_path / "e/metrics.json").read_text())
+    assert metrics["split"] == "episodes" and [e["episode_index"] for e in metrics["episodes"]] == [1]
+
+
 # --- open loop: episodes shorter than one action chunk ----------------------------------------------------------
 
 def test_short_episode_is_skipped_with_a_warning(checkpoint, tmp_path, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 
 @dataclass
@@ -25,11 +26,17 @@ class EvalOpenLoop:
     checkpoint: Path | None = None
     """checkpoint folder (or a run folder: its newest checkpoint)"""
     server: str | None = None
-    """HOST:PORT of a GR00T policy server (ours or NVIDIA's) instead of --checkpoint"""
+    """HOST:PORT of a GR00T policy server (ours, or NVIDIA's of either era) instead of --checkpoint"""
+    wire: Literal["auto", "npsave", "msgpack-numpy"] = "auto"
+    """--server array form: auto (settle on the server's era), npsave (N1.6 era) or msgpack-numpy (current)"""
+    sim_wrapper: bool = False
+    """--server runs GR00T's simulation wrapper (flat video.<key> / state.<key> observations)"""
+    api_token: str | None = None
+    """--server's API token (sent in every request)"""
     episodes: tuple[int, ...] | None = None
     """episode indices (default: the --split episodes)"""
     split: str = "heldout"
-    """split of meta/info.json to evaluate (all episodes when the dataset has no such split)"""
+    """split of meta/info.json to evaluate, or `all` for every episode (a dataset without the split is an error)"""
     steps: int = 200
     """steps per episode (min with the episode length)"""
     action_horizon: int | None = None
@@ -58,7 +65,8 @@ class EvalOpenLoop:
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            m = run_open_loop(self.checkpoint, self.dataset, self.out, server=self.server,
+            m = run_open_loop(self.checkpoint, self.dataset, self.out, server=self.server, wire=self.wire,
+                              sim_wrapper=self.sim_wrapper, api_token=self.api_token,
                               episodes=None if self.episodes is None else list(self.episodes), split=self.split,
                               steps=self.steps, action_horizon=self.action_horizon,
                               embodiment_tag=self.embodiment_tag, seed=self.seed, device=self.device,

@@ -4,13 +4,18 @@ A run folder (from `svms train`) holds `config.json` (phase, svms, seed, arm), `
 evaluated, `eval/open_loop/metrics.json` and `eval/closed_loop/results.json`. Runs are grouped by arm; the
 SVMS phases 1 -> 2 -> 3 and the pretraining run from scratch are separate runs of the same arm, so only an
 arm's latest phase is compared (earlier ones still show in the training curves). Within it each seed is one
-run. Every arm other than the baseline is compared with the baseline, and each ablation (svms-no-sheaf,
-svms-no-router, svms-no-aux) also with full SVMS when both were run, on
+run. Which arm is compared with which comes from the one registry of arms, `svms.protocol.ARMS`: every arm
+with the baseline, each ablation (svms-no-sheaf, svms-no-router, svms-no-aux) also with full SVMS when both
+were run, and the positive control (the baseline with a quarter of its steps) with the baseline; an arm the
+registry does not know is compared with the baseline (a control when its name contains "control"). On
 
 - open-loop MSE and MAE (physical units), overall and per task: the mean per-episode error over the episodes
   every run evaluated, with a seed-and-episode bootstrap CI paired by episode (`stats.paired_bootstrap`);
 - closed-loop success per task and pooled over tasks: successes pooled over seeds, Wilson intervals,
   Fisher's exact test and Newcombe's CI of the difference.
+
+Then `svms.eval.power` checks that the study can see an effect (the control must come out regressed; else the
+SVMS arms' labels become underpowered) and states the minimum detectable effect.
 
 A run without an eval file contributes nothing to that metric; `CompareResult.notes` says so. Per-task
 scopes are the task names of the eval files: for simulated data both open-loop evaluation and rollouts name
@@ -23,18 +28,18 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from svms.errors import SvmsError
 from svms.eval import stats
+from svms.protocol import ABLATIONS, ARMS, BASELINE, PHASE_ORDER, SVMS
 
-BASELINE = "baseline"
-SVMS = "svms"
-ABLATIONS = ("svms-no-sheaf", "svms-no-router", "svms-no-aux")
-ARMS = (BASELINE, SVMS, *ABLATIONS)
-PHASE_ORDER = {"scratch": 0, "1": 1, "2": 2, "3": 3}
+if TYPE_CHECKING:
+    from svms.eval.power import PowerCheck
+
+__all__ = ["ABLATIONS", "ARMS", "BASELINE", "SVMS", "CompareResult", "Comparison", "compare", "role"]
 METRICS = {"open_loop_mse": "open-loop MSE", "open_loop_mae": "open-loop MAE", "success": "closed-loop success"}
 OVERALL = "overall"
 OPEN_LOOP_FILE = "eval/open_loop/metrics.json"
@@ -91,12 +96,36 @@ class Comparison:
     test: str
     label: str
     reference: str = BASELINE
+    mde: float | None = None  # minimum detectable effect: % of the reference's error (open loop), points (success)
+    test_label: str | None = None  # what the test alone said, before `svms.eval.power` gated the label
+
+
+def role(arm: str) -> str:
+    """baseline, treatment, ablation or control: the registry's, else a control when the name says so."""
+    if arm in ARMS:
+        return ARMS[arm].role
+    return "control" if "control" in arm else "treatment"
+
+
+def references(arm: str) -> tuple[str, ...]:
+    return ARMS[arm].references if arm in ARMS else (BASELINE,)
 
 
 def pairs(arms) -> list[tuple[str, str]]:
-    """(treatment, reference) pairs: every arm against the baseline, then every ablation against full SVMS."""
-    return ([(arm, BASELINE) for arm in arms if arm != BASELINE]
-            + ([(arm, SVMS) for arm in arms if arm in ABLATIONS] if SVMS in arms else []))
+    """(arm, reference) pairs from the registry: every arm against the baseline first, then the ablations
+    against full SVMS (when it was run)."""
+    arms = list(arms)
+    ours = [(arm, ref) for arm in arms if arm != BASELINE for ref in references(arm) if ref in arms]
+    return [p for p in ours if p[1] == BASELINE] + [p for p in ours if p[1] != BASELINE]
+
+
+def primary_arm(arms) -> str:
+    """The arm the verdict is about: full SVMS when present, else the first other treatment or ablation, else the
+    first arm that is not the baseline."""
+    arms = [a for a in arms if a != BASELINE]
+    if SVMS in arms:
+        return SVMS
+    return next((a for a in arms if role(a) in ("treatment", "ablation")), arms[0])
 
 
 @dataclass
@@ -106,6 +135,14 @@ class CompareResult:
     stats: list[ArmStat] = field(default_factory=list)
     comparisons: list[Comparison] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    power: list[PowerCheck] = field(default_factory=list)  # filled by `svms.eval.power.check_power`
+
+    @property
+    def primary(self) -> str:
+        return primary_arm(self.arms)
+
+    def power_check(self, metric: str) -> PowerCheck | None:
+        return next((p for p in self.power if p.metric == metric), None)
 
     def stat(self, metric: str, scope: str, arm: str) -> ArmStat | None:
         return next((s for s in self.stats if (s.metric, s.scope, s.arm) == (metric, scope, arm)), None)
@@ -124,7 +161,12 @@ class CompareResult:
                  "open_loop": r.open_loop is not None, "closed_loop": r.closed_loop is not None} for r in self.runs]
         return _finite({"runs": runs, "arms": {a: [r.seed for r in rs] for a, rs in self.arms.items()},
                         "stats": [asdict(s) for s in self.stats],
-                        "comparisons": [asdict(c) for c in self.comparisons], "notes": self.notes})
+                        "comparisons": [asdict(c) for c in self.comparisons], "notes": self.notes,
+                        "power": [asdict(p) for p in self.power],
+                        "minimum_detectable_effect": {p.metric: {"value": p.mde,
+                                                                 "unit": "points" if p.metric == "success" else "%",
+                                                                 "arm": p.mde_arm, "seeds": p.seeds, "n": p.n}
+                                                      for p in self.power}})
 
 
 def _finite(obj: Any) -> Any:
@@ -152,6 +194,9 @@ def compare(run_dirs: list[Path] | tuple[Path, ...], resamples: int = 10_000, se
         raise SvmsError(f"nothing to compare: the baseline and at least one other arm need results of the same kind "
                         f"({OPEN_LOOP_FILE} from `svms eval open-loop --out RUN/eval/open_loop`, or "
                         f"{CLOSED_LOOP_FILE} from `svms sim rollout`); runs with results per arm: {have}")
+    from svms.eval.power import check_power  # it reads this module's results
+
+    check_power(result)
     return result
 
 
@@ -298,7 +343,8 @@ def _open_loop(result: CompareResult, resamples: int, seed: int) -> None:
                                       equivalence=(-stats.EQUIVALENCE_PCT, stats.EQUIVALENCE_PCT))
                 result.comparisons.append(Comparison(metric, scope, arm, diff.estimate, diff.lo, diff.hi,
                                                      rel.estimate, rel.lo, rel.hi, diff.p,
-                                                     "paired bootstrap over seeds and episodes", verdict, reference))
+                                                     "paired bootstrap over seeds and episodes", verdict, reference,
+                                                     stats.mde_relative(rel.se), verdict))
 
 
 def _seeds(runs: list[Run], kind: str) -> tuple[int, ...]:
@@ -343,6 +389,8 @@ def _closed_loop(result: CompareResult) -> None:
             ci = stats.newcombe_interval(kt, nt, kb, nb)
             verdict = stats.label(seeds=(sb, st), n=min(nb, nt), min_n=stats.MIN_TRIALS, delta=delta, ci=ci,
                                   higher_is_better=True, p=p)
+            mde = 100.0 * stats.mde_two_proportions(kb / nb, nb, nt)
             result.comparisons.append(Comparison("success", scope, arm, delta, ci[0], ci[1],
                                                  stats.relative_change(kt / nt, kb / nb), None, None, p,
-                                                 "Fisher exact, trials pooled over seeds", verdict, reference))
+                                                 "Fisher exact, trials pooled over seeds", verdict, reference,
+                                                 mde, verdict))

@@ -2,9 +2,11 @@
 the recorded observation, tile the predicted chunks and compare them with the recorded actions in
 physical units.
 
-Differences from the reference, on purpose: an explicit episode list or split (held-out episodes),
-a seeded sampler (results reproduce), errors per action key and per task as well as overall, and
-the SVMS router/sheaf diagnostics on the same observations.
+Differences from the reference, on purpose: an explicit episode list or split (held-out episodes by
+default; a dataset without the requested split is an error, and evaluating every episode, training
+episodes included, takes an explicit `split="all"` / `--split all`), a seeded sampler (results
+reproduce), errors per action key and per task as well as overall, and the SVMS router/sheaf
+diagnostics on the same observations.
 
 Per task means per simulated task (`sim.task_index`, e.g. Lift) in datasets from `svms sim generate`,
 whose instructions are phrased differently in every episode; the same names key closed-loop results,
@@ -218,13 +220,34 @@ def aux_summary(per_prompt: list[dict[str, dict[str, float]]]) -> dict[str, dict
     return summary
 
 
+ALL = "all"  # the split name that means every episode
+
+
+def chosen_split(meta, split: str) -> str | None:
+    """The split to read (None = every episode, only when asked for with "all"); SvmsError when the dataset lacks
+    it: evaluating training episodes by accident would flatter the policy, so it takes an explicit --split all."""
+    if split == ALL:
+        return None
+    splits = meta.info.get("splits") or {}
+    if split not in splits:
+        raise SvmsError(
+            f"{meta.root / 'meta' / 'info.json'} has no split {split!r} (its splits: "
+            f"{', '.join(sorted(splits)) or 'none'}), so open-loop evaluation does not know which episodes are "
+            f"held out. Pass --split all to evaluate every episode (training episodes included), --split with one "
+            f"of its splits, or --episodes; or regenerate the dataset with held-out episodes "
+            f"(`svms sim generate --heldout N`).")
+    return split
+
+
 def run_open_loop(checkpoint: Path | None, dataset_dir: Path, out: Path, *, server: str | None = None,
+                  wire: str = "auto", sim_wrapper: bool = False, api_token: str | None = None,
                   episodes: list[int] | None = None,
-                  split: str | None = "heldout", steps: int = 200, action_horizon: int | None = None,
+                  split: str = "heldout", steps: int = 200, action_horizon: int | None = None,
                   embodiment_tag: str | None = None, seed: int = 0, device: str = "auto", plots: int = 3,
                   progress=None) -> dict[str, Any]:
-    """Evaluate a checkpoint (or a policy server at `server` = HOST:PORT) on a dataset's episodes; writes
-    OUT/metrics.json and OUT/figures/*.png."""
+    """Evaluate a checkpoint (or a policy server at `server` = HOST:PORT, reached by a `PolicyClient` with
+    `wire`, `sim_wrapper` and `api_token`) on a dataset's episodes: `episodes`,
+    else the `split` of meta/info.json ("all": every episode); writes OUT/metrics.json and OUT/figures/*.png."""
     from svms.data.lerobot.meta import load_meta, split_episodes
     from svms.data.lerobot.reader import Gr00tLeRobotDataset
     from svms.eval.plots_open_loop import plot_residuals, plot_router_heatmap, plot_trajectory
@@ -233,10 +256,11 @@ def run_open_loop(checkpoint: Path | None, dataset_dir: Path, out: Path, *, serv
     if (checkpoint is None) == (server is None):
         raise SvmsError("pass either --checkpoint DIR or --server HOST:PORT (exactly one)")
     meta = load_meta(dataset_dir)
+    chosen = list(episodes) if episodes is not None else split_episodes(meta, chosen_split(meta, split))
     if server is not None:
         from svms.serve import PolicyClient, parse_address
 
-        policy = PolicyClient(*parse_address(server))
+        policy = PolicyClient(*parse_address(server), wire=wire, sim_wrapper=sim_wrapper, api_token=api_token)
         tag, statistics, settings = embodiment_tag or "new_embodiment", None, None
         check_dataset_fits(policy.get_modality_config(), tag, None, meta, f"the policy server at {server}")
     else:
@@ -245,15 +269,14 @@ def run_open_loop(checkpoint: Path | None, dataset_dir: Path, out: Path, *, serv
         check_dataset_fits(processor.config(tag), tag, statistics, meta, f"checkpoint {folder}")
         policy = Gr00tPolicy.from_checkpoint(folder, tag, device=device, seed=seed)
     config = policy.get_modality_config()
-    used_split = split if split in (meta.info.get("splits") or {}) else None
-    chosen = episodes if episodes is not None else split_episodes(meta, used_split)
+    used_split = "episodes" if episodes is not None else split
     horizon = config.action_horizon
     a = horizon if action_horizon is None else action_horizon
     if not 1 <= a <= horizon:
         raise SvmsError(f"--action-horizon {a} must lie in 1..{horizon} (the policy's action horizon)")
     dataset = Gr00tLeRobotDataset(dataset_dir, tag, config=config, statistics=statistics, settings=settings,
                                   episodes=chosen, allow_padding=True)
-    where = "--episodes" if episodes is not None else f"split {used_split!r}" if used_split else "the dataset"
+    where = "--episodes" if episodes is not None else "the dataset" if split == ALL else f"split {split!r}"
     chosen, skipped = long_enough(dataset, chosen, horizon, where)
     results, residuals, aux, heatmap = [], [], [], None
     for n, index in enumerate(chosen):
@@ -291,7 +314,7 @@ def run_open_loop(checkpoint: Path | None, dataset_dir: Path, out: Path, *, serv
             "aux": aux_summary(aux) if any(aux) else None,
         }
     source = str(checkpoint) if server is None else f"server:{server}"
-    payload = {"checkpoint": source, "dataset": str(dataset_dir), "split": used_split or "all",
+    payload = {"checkpoint": source, "dataset": str(dataset_dir), "split": used_split,
                "action_horizon": a, "steps": steps, "seed": seed, **summarise(results),
                "episodes": [r.errors() for r in results], "skipped": skipped, "svms": svms_summary}
     write_metrics(out, payload)

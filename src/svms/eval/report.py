@@ -1,4 +1,6 @@
-"""`report.md` of a comparison: the verdict as measured, one table per metric and scope, figures, caveats.
+"""`report.md` of a comparison: the verdict as measured (or none, when the positive control was not detected),
+whether the study can see an effect (control, minimum detectable effect), one table per metric and scope,
+figures, caveats.
 
 `write_report(result, out)` writes `out/report.md`, `out/comparison.json` (the same numbers, machine-readable)
 and `out/figures/*.png`; PNGs other tools already put in `out/figures/` (the router heatmap) are embedded too.
@@ -11,8 +13,9 @@ import math
 from pathlib import Path
 
 from svms.eval import stats
-from svms.eval.compare import BASELINE, METRICS, OVERALL, SVMS, ArmStat, CompareResult
+from svms.eval.compare import BASELINE, METRICS, OVERALL, SVMS, ArmStat, CompareResult, Comparison
 from svms.eval.plots import write_figures
+from svms.eval.power import PowerCheck
 
 
 def write_report(result: CompareResult, out: Path) -> Path:
@@ -27,8 +30,8 @@ def write_report(result: CompareResult, out: Path) -> Path:
 
 
 def primary_arm(result: CompareResult) -> str:
-    """The arm the verdict is about: full SVMS when present, else the first ablation."""
-    return "svms" if "svms" in result.arms else next(a for a in result.arms if a != BASELINE)
+    """The arm the verdict is about: full SVMS when present, else the first other treatment or ablation."""
+    return result.primary
 
 
 def _num(x: float | None, sign: str = "") -> str:
@@ -43,9 +46,50 @@ def _p(p: float) -> str:
     return "n/a" if not math.isfinite(p) else ("< 0.001" if p < 0.001 else f"{p:.3g}")
 
 
+def headline_power(result: CompareResult) -> PowerCheck | None:
+    """The power check the verdict follows: open-loop MSE, else closed-loop success."""
+    return result.power_check("open_loop_mse") or result.power_check("success")
+
+
+def _mde(check: PowerCheck | None) -> str:
+    if check is None:
+        return "n/a"
+    if check.mde is None:
+        return "none within reach (too few trials)" if check.metric == "success" else "n/a"
+    return f"{check.mde:.1f} points" if check.metric == "success" else f"{check.mde:.1f} %"
+
+
+def _control_said(result: CompareResult, check: PowerCheck) -> str:
+    """'control **regressed** (+30.1 %, 95 % CI ...)' for each control arm of a power check."""
+    parts = []
+    for arm in check.controls:
+        c = result.comparison(check.metric, OVERALL, arm)
+        if check.metric == "success":
+            change = f"{100 * c.delta:+.1f} points, Fisher p = {_p(c.p)}"
+        else:
+            change = f"{_pct(c.relative_pct)}, 95 % CI {_pct(c.relative_lo)} to {_pct(c.relative_hi)}"
+        parts.append(f"{arm} **{c.label}** ({change})")
+    return ", ".join(parts)
+
+
 def verdict(result: CompareResult) -> str:
-    """One sentence per headline metric of the primary arm, stated as measured."""
-    arm = primary_arm(result)
+    """The verdict on the primary arm as measured, or why there is none: the positive control not detected."""
+    arm, check = primary_arm(result), headline_power(result)
+    name = "open-loop MSE" if check is not None and check.metric == "open_loop_mse" else "closed-loop success"
+    if check is None or check.detected is None:
+        return "No positive control: power unknown. " + _measured(result, arm)
+    said = f"the positive control came out {_control_said(result, check)} against the baseline on {name}"
+    if check.detected:
+        return (_measured(result, arm) + f" The study can see an effect: {said}; minimum detectable effect "
+                f"{_mde(check)}.")
+    if arm in check.controls:  # only the control was run besides the baseline
+        return _measured(result, arm) + f" The study cannot see an effect: {said}, not **regressed**."
+    return (f"No verdict on {arm}: {said}, not **regressed**, so the study is underpowered for the SVMS comparison "
+            f"(minimum detectable effect {_mde(check)}). Add seeds or evaluation episodes, or train longer.")
+
+
+def _measured(result: CompareResult, arm: str) -> str:
+    """One sentence per headline metric of `arm` against the baseline."""
     parts = []
     mse = result.comparison("open_loop_mse", OVERALL, arm)
     if mse is not None:
@@ -76,7 +120,7 @@ def _error_table(result: CompareResult, metric: str, scope: str) -> list[str]:
             continue
         delta = f"{_num(c.delta, '+')} ({_num(c.delta_lo, '+')} to {_num(c.delta_hi, '+')})"
         rows.append(head + f" {delta} | {_pct(c.relative_pct)} ({_pct(c.relative_lo)} to {_pct(c.relative_hi)}) | "
-                    f"{_p(c.p)} | **{c.label}** |")
+                    f"{_p(c.p)} | {_label(c)} |")
     return rows
 
 
@@ -93,7 +137,7 @@ def _success_table(result: CompareResult, scope: str) -> list[str]:
             rows.append(head + (" reference | | |" if arm == BASELINE else " no baseline | | |"))
             continue
         rows.append(head + f" {100 * c.delta:+.1f} ({100 * c.delta_lo:+.1f} to {100 * c.delta_hi:+.1f}) | "
-                    f"{_p(c.p)} | **{c.label}** |")
+                    f"{_p(c.p)} | {_label(c)} |")
     return rows
 
 
@@ -115,7 +159,7 @@ def _ablation_lines(result: CompareResult) -> list[str]:
         rel = _pct(c.relative_pct)
         if c.relative_lo is not None:
             rel += f" ({_pct(c.relative_lo)} to {_pct(c.relative_hi)})"
-        lines.append(f"| {METRICS[c.metric]} | {c.scope} | {c.arm} | {delta} | {rel} | {_p(c.p)} | **{c.label}** |")
+        lines.append(f"| {METRICS[c.metric]} | {c.scope} | {c.arm} | {delta} | {rel} | {_p(c.p)} | {_label(c)} |")
     return lines
 
 
@@ -144,6 +188,43 @@ def _diagnostic_lines(result: CompareResult) -> list[str]:
             "|---|---|---|---|---|", *rows]
 
 
+def _label(c: Comparison) -> str:
+    """The label in bold, with the test's own label when the power gate overrode it."""
+    if c.test_label is not None and c.test_label != c.label:
+        return f"**{c.label}** (test alone: {c.test_label})"
+    return f"**{c.label}**"
+
+
+def _power_lines(result: CompareResult) -> list[str]:
+    """The positive control per metric and the minimum detectable effect for the study's seeds x episodes."""
+    if not result.power:
+        return []
+    lines = ["", "## Can this study see an effect?", "",
+             "The positive control is the baseline fine-tune with a quarter of its optimizer steps, worse by "
+             "construction: a study that cannot tell it from the baseline cannot tell SVMS from it either.", "",
+             "| metric | positive control vs baseline | detected | minimum detectable effect | from |",
+             "|---|---|---|---|---|"]
+    for check in result.power:
+        control = _control_said(result, check) if check.controls else "no control arm"
+        detected = {True: "yes", False: "**no**: SVMS labels read underpowered", None: "power unknown"}[check.detected]
+        size = (f"{check.seeds} seeds per arm, {check.n} trials" if check.metric == "success"
+                else f"{check.seeds} seeds per arm × {check.n} episodes")
+        lines.append(f"| {METRICS[check.metric]} | {control} | {detected} | {_mde(check)} | "
+                     f"{check.mde_arm} vs baseline, {size} |")
+    mse, success = result.power_check("open_loop_mse"), result.power_check("success")
+    said = []
+    if mse is not None:
+        said.append(f"open-loop MSE {_mde(mse)} of the baseline's error ({mse.seeds} seeds × {mse.n} episodes)")
+    if success is not None:
+        rate = result.stat("success", OVERALL, BASELINE)
+        said.append(f"closed-loop success {_mde(success)} (at the baseline's {_rate(rate.mean)} of {rate.n} trials)")
+    lines += ["", "Minimum detectable effect (two-sided 5 % test, 80 % power): " + "; ".join(said) + ". Open "
+              "loop: 2.80 × the paired bootstrap's standard error of the change in %; closed loop: the two-proportion "
+              "z-test's smallest change towards 50 % (Fisher's exact test, which labels success, is a little more "
+              "conservative). Smaller true effects are likely to read \"no significant change\" or underpowered."]
+    return lines
+
+
 def _rate(x: float) -> str:
     return "n/a" if not math.isfinite(x) else f"{100 * x:.0f} %"
 
@@ -169,8 +250,10 @@ RULES = f"""\
   ruled out. For success rates it only means p ≥ {stats.ALPHA}: the CI of Δ shows how large a change is still possible.
 - **underpowered**: fewer than {stats.MIN_SEEDS} seeds in an arm (a difference cannot then be told apart from the
   5–6 % by which identical runs differ), fewer than {stats.MIN_EPISODES} paired episodes (open loop) or
-  {stats.MIN_TRIALS} trials per arm (closed loop), or an open-loop CI too wide to rule out a
-  {stats.EQUIVALENCE_PCT:.0f} % change. Add seeds or episodes before concluding anything.
+  {stats.MIN_TRIALS} trials per arm (closed loop), an open-loop CI too wide to rule out a
+  {stats.EQUIVALENCE_PCT:.0f} % change, a closed-loop reference that never (or always) succeeds, or — for the
+  SVMS arms — a positive control that did not come out regressed on that metric (the label the test alone
+  gave is shown beside it). Add seeds or episodes before concluding anything.
 
 Open-loop errors are in physical units, averaged per episode (each episode counts once) over the episodes every
 run evaluated. Their CIs resample seeds within each arm and episodes (the same episodes for both arms, so the
@@ -180,7 +263,8 @@ understates seed-to-seed variation: prefer more seeds to more trials per seed.""
 
 
 def render(result: CompareResult, figures: list[Path]) -> str:
-    lines = ["# Does SVMS help? Baseline vs SVMS", "", f"**Verdict.** {verdict(result)}", "", "## Runs", "",
+    lines = ["# Does SVMS help? Baseline vs SVMS", "", f"**Verdict.** {verdict(result)}", *_power_lines(result),
+             "", "## Runs", "",
              "| arm | phase | seeds | with open-loop results | with closed-loop results |", "|---|---|---|---|---|"]
     for arm, rs in result.arms.items():
         lines.append(f"| {arm} | {rs[0].phase} | {', '.join(str(r.seed) for r in rs)} | "

@@ -13,17 +13,22 @@ Pure functions (numpy only), so every number in the report can be checked by han
   episodes for both arms, which keeps the pairing), then averages over the drawn seeds and episodes. With
   one seed per arm this reduces to the episode bootstrap; `label` calls that case underpowered anyway.
 - `label(...)`: improved / regressed / no significant change / underpowered, with the rules below.
+- `mde_relative(se)` and `mde_two_proportions(p0, n0, n1)`: the minimum detectable effect (two-sided test at
+  `ALPHA`, power `POWER`): the smallest true change the study finds significant four times in five.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import numpy as np
 
 ALPHA = 0.05
 Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
+POWER = 0.8  # the minimum detectable effect is the change found significant with this probability
+Z_POWER = NormalDist().inv_cdf(POWER)  # 0.8416
 MIN_SEEDS = 2  # per arm: with one seed a difference cannot be told apart from seed-to-seed noise
 MIN_EPISODES = 10  # paired episodes: fewer make the bootstrap CI too narrow to trust
 MIN_TRIALS = 20  # closed-loop trials per arm
@@ -73,12 +78,14 @@ def relative_change(new: float, reference: float) -> float:
 
 @dataclass(frozen=True)
 class Bootstrap:
-    """A bootstrap estimate: observed value, percentile 95 % CI, and for differences a two-sided p."""
+    """A bootstrap estimate: observed value, percentile 95 % CI, for differences a two-sided p, and the
+    standard error (standard deviation of the resampled values), from which the MDE follows."""
 
     estimate: float
     lo: float
     hi: float
     p: float = math.nan
+    se: float = math.nan
 
 
 def _resample_means(values: np.ndarray, episode_w: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -123,10 +130,37 @@ def paired_bootstrap(baseline: np.ndarray, treatment: np.ndarray, resamples: int
     d_lo, d_hi = np.percentile(diff, [2.5, 97.5])
     r_lo, r_hi = np.percentile(rel, [2.5, 97.5])
     observed = float(treatment.mean() - baseline.mean())
-    absolute = Bootstrap(observed, float(d_lo), float(d_hi), min(1.0, float(p)))
+    absolute = Bootstrap(observed, float(d_lo), float(d_hi), min(1.0, float(p)), float(np.std(diff, ddof=1)))
     relative = Bootstrap(relative_change(float(treatment.mean()), float(baseline.mean())), float(r_lo),
-                         float(r_hi), absolute.p)
+                         float(r_hi), absolute.p, float(np.std(rel, ddof=1)))
     return absolute, relative
+
+
+def mde_relative(se: float) -> float:
+    """Minimum detectable effect of a difference whose estimate has standard error `se` (any unit, here % of
+    the baseline's error): (z_{1-ALPHA/2} + z_{POWER}) * se = 2.80 * se. A true change of that size lands
+    beyond the 95 % CI's zero crossing with probability POWER (normal approximation of the bootstrap)."""
+    return (Z_95 + Z_POWER) * se
+
+
+def mde_two_proportions(p0: float, n0: int, n1: int) -> float:
+    """Smallest change d of a success rate p0 (n0 trials) that n1 trials of the other arm detect: the root of
+    z_{1-ALPHA/2} sqrt(pbar (1 - pbar) (1/n0 + 1/n1)) + z_{POWER} sqrt(p0 q0 / n0 + p1 q1 / n1) = d, with
+    p1 = p0 ± d and pbar their trial-weighted mean (the two-proportion z-test without continuity correction;
+    Fisher's exact test, which the labels use, is slightly more conservative). The change is taken towards 1/2,
+    where the variance is larger, so the answer holds in both directions. nan when no change within [0, 1] is
+    detectable with so few trials, including when even n1/n1 against 0/n0 is not significant by Fisher."""
+    if n0 <= 0 or n1 <= 0 or fisher_exact(((n1, 0), (0, n0))) >= ALPHA:
+        return math.nan
+    sign = 1.0 if p0 <= 0.5 else -1.0
+    reach = 1.0 - p0 if sign > 0 else p0
+    d = np.linspace(0.0, reach, 20_001)[1:]
+    p1 = p0 + sign * d
+    pbar = (n0 * p0 + n1 * p1) / (n0 + n1)
+    needed = (Z_95 * np.sqrt(pbar * (1 - pbar) * (1 / n0 + 1 / n1))
+              + Z_POWER * np.sqrt(p0 * (1 - p0) / n0 + p1 * (1 - p1) / n1))
+    found = np.flatnonzero(d >= needed)
+    return float(d[found[0]]) if len(found) else math.nan
 
 
 def label(*, seeds: tuple[int, int], n: int, min_n: int, delta: float, ci: tuple[float, float],
