@@ -113,6 +113,16 @@ def test_without_a_control_power_is_unknown_and_labels_stand(tmp_path):
     assert verdict(result).startswith("No positive control: power unknown. As measured, svms")
 
 
+def test_control_without_the_headline_metric_leaves_power_unknown(tmp_path):
+    runs = [make_run(tmp_path, "baseline", s, success=(5, 10)) for s in range(2)]
+    runs += [make_run(tmp_path, "svms", s, scale=0.8) for s in range(2)]
+    runs += [make_run(tmp_path, "control", s, success=(0, 10), open_loop=False) for s in range(2)]
+    result = compare(runs)
+    assert label(result) == "improved" and result.power_check("open_loop_mse").detected is None
+    assert verdict(result).startswith("The positive control (control) has no open-loop MSE result: power unknown.")
+    assert any("control arm(s) control have no result" in n for n in result.notes)
+
+
 def test_control_gates_each_metric_on_its_own(tmp_path):
     """Detected on open-loop error, not on success (10/20 vs 10/20): only the success labels lose their verdict."""
     runs = [make_run(tmp_path, "baseline", s, success=(5, 10)) for s in range(2)]

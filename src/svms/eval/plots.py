@@ -12,8 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
-from svms.eval.compare import ARMS, METRICS, OVERALL, CompareResult, Run
+from svms.eval.compare import METRICS, OVERALL, CompareResult, Run
 from svms.eval.stats import EQUIVALENCE_PCT
+from svms.protocol import ARMS
 
 FIGURES = ("open_loop_error.png", "closed_loop_success.png", "training_curves.png")
 MAX_POINTS = 400  # longer curves are shown as a running mean so that seeds stay readable

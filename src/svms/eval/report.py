@@ -13,7 +13,7 @@ import math
 from pathlib import Path
 
 from svms.eval import stats
-from svms.eval.compare import BASELINE, METRICS, OVERALL, SVMS, ArmStat, CompareResult, Comparison
+from svms.eval.compare import BASELINE, METRICS, OVERALL, SVMS, ArmStat, CompareResult, Comparison, role
 from svms.eval.plots import write_figures
 from svms.eval.power import PowerCheck
 
@@ -77,7 +77,9 @@ def verdict(result: CompareResult) -> str:
     arm, check = primary_arm(result), headline_power(result)
     name = "open-loop MSE" if check is not None and check.metric == "open_loop_mse" else "closed-loop success"
     if check is None or check.detected is None:
-        return "No positive control: power unknown. " + _measured(result, arm)
+        ran = [a for a in result.arms if role(a) == "control"]
+        why = f"The positive control ({', '.join(ran)}) has no {name} result" if ran else "No positive control"
+        return f"{why}: power unknown. " + _measured(result, arm)
     said = f"the positive control came out {_control_said(result, check)} against the baseline on {name}"
     if check.detected:
         return (_measured(result, arm) + f" The study can see an effect: {said}; minimum detectable effect "
