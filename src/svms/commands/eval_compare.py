@@ -20,10 +20,12 @@ class EvalCompare:
 
     Each RUN is a `svms train` folder; its `eval/open_loop/metrics.json` (`svms eval open-loop`) and
     `eval/closed_loop/results.json` (`svms sim rollout`) are used when present. Every arm (baseline, svms,
-    svms-no-sheaf, svms-no-router, svms-no-aux) is tested against the baseline, and each ablation also against
-    full SVMS, with confidence intervals and labelled improved / regressed / no significant change /
-    underpowered. Writes OUT/report.md, OUT/comparison.json and OUT/figures/*.png. Runs without seed or arm
-    in config.json, fewer than two arms, or no results to compare are errors.
+    svms-no-sheaf, svms-no-router, svms-no-aux, control) is tested against the baseline, and each ablation also
+    against full SVMS, with confidence intervals and labelled improved / regressed / no significant change /
+    underpowered. The positive control (the baseline with a quarter of its steps) must come out regressed;
+    when it does not, the SVMS arms' labels read underpowered and there is no verdict. The report states the
+    minimum detectable effect. Writes OUT/report.md, OUT/comparison.json and OUT/figures/*.png. Runs without
+    seed or arm in config.json, fewer than two arms, or no results to compare are errors.
     """
 
     runs: tyro.conf.Positional[tuple[Path, ...]]
