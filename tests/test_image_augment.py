@@ -284,11 +284,11 @@ def test_trainer_takes_augmentation_from_the_model_config(dataset_dir, tmp_path)
 
     from svms.model import Gr00tN1d6Config
     from svms.train import TrainConfig
-    from svms.train.trainer import build_dataset, processor_settings
+    from svms.train.trainer import build_dataset
 
     config = replace(Gr00tN1d6Config.preset("tiny"), shortest_image_edge=56, random_rotation_angle=4.0,
                      color_jitter_params={"hue": 0.02})
-    settings = processor_settings(config)
+    settings = ProcessorSettings.from_model_config(config.to_dict())
     assert settings.random_rotation_angle == 4.0 and settings.color_jitter_params == {"hue": 0.02}
     model = SimpleNamespace(config=config, svms=None)
     for augment in (True, False):

@@ -53,11 +53,13 @@ def test_reference_fixture_config_fields_are_ours():
 def test_n1d6_3b_preset_matches_the_manifest_config():
     manifest = json.loads((FIXTURES / "manifest_n1d6_3b.json").read_text())["gr00t_config"]
     c = Gr00tN1d6Config.preset("n1d6-3b")
-    # The manifest was built by overriding sizes only; the release also turns these two switches on.
-    assert c.apply_sincos_state_encoding and c.use_relative_action
-    released = dataclasses.replace(c, apply_sincos_state_encoding=False, use_relative_action=False).to_dict()
+    # The manifest was built by overriding sizes only; the release also sets these fields (its config.json:
+    # tests/test_release_checkpoint.py checks every field against it).
+    assert c.apply_sincos_state_encoding and c.use_relative_action and c.eagle_collator
+    released = dataclasses.replace(c, apply_sincos_state_encoding=False, use_relative_action=False,
+                                   eagle_collator=False, color_jitter_params=None).to_dict()
     assert {k: released[k] for k in manifest} == manifest
-    assert (c.max_state_dim, c.action_horizon, c.state_dropout_prob, c.select_layer) == (128, 50, 0.8, 16)
+    assert (c.max_state_dim, c.action_horizon, c.state_dropout_prob, c.select_layer) == (128, 50, 0.0, 16)
 
 
 def test_tiny_preset_is_consistent_and_cpu_sized():

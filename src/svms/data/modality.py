@@ -251,9 +251,11 @@ def _cfg(
 _TASK = "annotation.human.action.task_description"
 _XYZ_RPY = ("x", "y", "z", "roll", "pitch", "yaw")
 
-#: Configs registered in code (spec §6.9), plus RoboCasa (§6.11) in the §6.11 table's key order.
-#: `behavior_r1_pro` is absent: the spec gives its key count, not its key names.
-#: A checkpoint's `processor_config.json` entry for a pretraining tag (robocasa, gr1) must win.
+#: Configs registered in code (spec §6.9), plus RoboCasa (§6.11) exactly as the release's
+#: `processor_config.json` has it (key order, all actions ABSOLUTE, no sin/cos or mean-std keys; tested
+#: against tests/fixtures/real_checkpoint/). `behavior_r1_pro` is absent: the spec gives its key count,
+#: not its key names. These serve fresh models only: wherever a checkpoint is involved its
+#: `processor_config.json` entry wins (`svms.data.processor_files.run_processor`).
 MODALITY_CONFIGS: dict[str, EmbodimentConfig] = {
     "unitree_g1": _cfg(
         ["ego_view"],
@@ -288,9 +290,9 @@ MODALITY_CONFIGS: dict[str, EmbodimentConfig] = {
         [
             "end_effector_position_relative",
             "end_effector_rotation_relative",
+            "gripper_qpos",
             "base_position",
             "base_rotation",
-            "gripper_qpos",
         ],
         ["end_effector_position", "end_effector_rotation", "gripper_close", "base_motion", "control_mode"],
         16,

@@ -6,6 +6,8 @@ because the reference tokenises a whole batch at once (padding to the longest pr
 
 from __future__ import annotations
 
+import copy
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -23,41 +25,116 @@ from svms.data.images import (
     process_frames,
 )
 from svms.data.language import normalize_language
-from svms.data.modality import EmbodimentConfig, embodiment_ids, normalize_tag
+from svms.data.modality import EMBODIMENT_TAG_TO_INDEX, EmbodimentConfig, embodiment_ids, normalize_tag
 from svms.data.normalize import NormalizationSettings, StateActionNormalizer
 from svms.data.prompt import expand_image_placeholders, render_chat
 from svms.errors import SvmsError
 
+#: Processor fields the project does not implement, with the one value it supports; any other value is an
+#: error naming the field (never silently dropped).
+UNIMPLEMENTED_FIELDS: dict[str, Any] = {
+    "image_crop_size": None,  # the legacy torchvision image path (spec §5.1)
+    "image_target_size": None,
+    "use_albumentations": True,  # the albumentations path is the one implemented (and the release's)
+    "model_type": "eagle",  # the only backbone
+}
+
+#: `processor_config.json` field ← the model `config.json` field it is built from for a fresh model.
+MODEL_CONFIG_FIELDS: dict[str, str] = {
+    "image_crop_size": "image_crop_size",
+    "image_target_size": "image_target_size",
+    "use_albumentations": "use_albumentations_transforms",
+    "random_rotation_angle": "random_rotation_angle",
+    "color_jitter_params": "color_jitter_params",
+    "shortest_image_edge": "shortest_image_edge",
+    "crop_fraction": "crop_fraction",
+    "model_name": "model_name",
+    "model_type": "backbone_model_type",
+    "formalize_language": "formalize_language",
+    "max_state_dim": "max_state_dim",
+    "max_action_dim": "max_action_dim",
+    "max_action_horizon": "action_horizon",
+    "apply_sincos_state_encoding": "apply_sincos_state_encoding",
+    "use_relative_action": "use_relative_action",
+}
+
 
 @dataclass(frozen=True)
 class ProcessorSettings:
-    """Processor options of a checkpoint's `processor_config.json` (defaults: the released values).
+    """Every field of a checkpoint's `processor_kwargs` except `modality_configs`, in the release's order.
 
-    `random_rotation_angle` (degrees) and `color_jitter_params` ({brightness, contrast, saturation,
-    hue}) only act in the train transform, i.e. when `Gr00tProcessor` is called with a generator.
+    Built in one of two ways only: `from_dict` (a checkpoint's `processor_config.json`, which always wins)
+    or `from_model_config` (a fresh model). The defaults are the release's values and apply only to a
+    field a `processor_config.json` leaves out; `color_jitter_params` defaults to None (no jitter).
+    `random_rotation_angle` (degrees) and `color_jitter_params` act only in the train transform.
     """
 
+    image_crop_size: Any = None
+    image_target_size: Any = None
+    use_albumentations: bool = True
+    random_rotation_angle: float | None = None
+    color_jitter_params: dict[str, float] | None = None
+    shortest_image_edge: int = 256
+    crop_fraction: float = 0.95
+    model_name: str = "nvidia/Eagle-Block2A-2B-v2"
+    model_type: str = "eagle"
+    formalize_language: bool = True
     max_state_dim: int = 128
     max_action_dim: int = 128
     max_action_horizon: int = 50
-    shortest_image_edge: int = 256
-    crop_fraction: float = 0.95
-    formalize_language: bool = True
-    apply_sincos_state_encoding: bool = True
-    use_relative_action: bool = True
     use_percentiles: bool = False
     clip_outliers: bool = True
-    random_rotation_angle: float | None = None
-    color_jitter_params: dict[str, float] | None = None
+    apply_sincos_state_encoding: bool = True
+    use_relative_action: bool = True
 
     def __post_init__(self) -> None:
+        for name, supported in UNIMPLEMENTED_FIELDS.items():
+            if getattr(self, name) != supported:
+                raise SvmsError(
+                    f"processor setting {name} = {getattr(self, name)!r} is not implemented here (only "
+                    f"{supported!r} is); set {name} to {json.dumps(supported)} in processor_config.json (or, "
+                    "for a fresh model, the model config), or use NVIDIA's reference for that image path."
+                )
+        for name in ("max_state_dim", "max_action_dim", "max_action_horizon", "shortest_image_edge"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise SvmsError(f"processor setting {name} = {v!r}: set it to a positive integer.")
         check_augment_settings(self.random_rotation_angle, self.color_jitter_params)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ProcessorSettings:
-        """Pick the known fields of a processor config dict; other fields do not affect processing."""
+        """From `processor_kwargs` (or a fixture's settings): every key must be a field, except
+        `modality_configs` and keys whose value is null, so nothing that changes processing is dropped."""
         names = {f.name for f in fields(cls)}
+        unknown = sorted(k for k, v in d.items() if k not in names and k != "modality_configs" and v is not None)
+        if unknown:
+            raise SvmsError(
+                f"processor setting(s) {unknown} are not known here, so they cannot be honoured; remove them "
+                f"(or set them to null) if they are at their defaults. Known settings: {sorted(names)}."
+            )
         return cls(**{k: v for k, v in d.items() if k in names})
+
+    @classmethod
+    def from_model_config(cls, config: Mapping[str, Any]) -> ProcessorSettings:
+        """A fresh model's settings from its config dict (`Gr00tN1d6Config.to_dict()`; see
+        `MODEL_CONFIG_FIELDS`). Fields the model config lacks take the defaults above."""
+        return cls(**{name: config[src] for name, src in MODEL_CONFIG_FIELDS.items() if src in config})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The `processor_kwargs` entries (without `modality_configs`), in the release's order."""
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)}
+
+    def check_fits(self, model_config: Mapping[str, Any], source: str) -> None:
+        """Raise unless the padded sizes equal the model's (the state encoder's input width, the action
+        tokens); `source` names the files in the message."""
+        for name in ("max_state_dim", "max_action_dim", "max_action_horizon"):
+            want = model_config.get(MODEL_CONFIG_FIELDS[name])
+            if want is not None and want != getattr(self, name):
+                raise SvmsError(
+                    f"{source}: processor {name} = {getattr(self, name)} but the model's "
+                    f"{MODEL_CONFIG_FIELDS[name]} = {want}; the two files must agree (they came from "
+                    "different checkpoints?). Copy the complete checkpoint folder."
+                )
 
     @property
     def normalization(self) -> NormalizationSettings:
@@ -131,9 +208,10 @@ class Gr00tProcessor:
     Calls use the eval image transform (deterministic) unless given a `rng`, which selects the train
     transform (random crop, the settings' rotation and colour jitter), drawn once per sample.
 
-    `configs` maps tag → modality config; `statistics` maps tag → its `statistics.json` entry
-    (needed only for tags whose state/actions are processed); `ids` a checkpoint's
-    `embodiment_id.json` (built-in tags are added).
+    `configs` maps tag → modality config (in the checkpoint's order; the key order inside each is the
+    concatenation order); `statistics` maps tag → its `statistics.json` entry (needed only for tags
+    whose state/actions are processed); `ids` a checkpoint's `embodiment_id.json` (built-in tags are
+    added for lookups; `declared_ids` keeps the file's own entries for writing it back).
     """
 
     def __init__(
@@ -147,6 +225,7 @@ class Gr00tProcessor:
         self.statistics = {normalize_tag(t): s for t, s in (statistics or {}).items()}
         self.settings = settings or ProcessorSettings()
         self.ids = embodiment_ids(ids)
+        self.declared_ids = dict(ids) if ids is not None else dict(EMBODIMENT_TAG_TO_INDEX)
         self._normalizers: dict[str, StateActionNormalizer] = {}
 
     def config(self, tag: str) -> EmbodimentConfig:

@@ -1,29 +1,88 @@
 """Named model flavours: overrides applied on top of the reference's code defaults.
 
-`reference-default` is the config class's own defaults (29/29 dims, horizon 16). `n1d6-3b` is what the
-released `nvidia/GR00T-N1.6-3B` checkpoint reports (spec §1.1). `tiny` is the same architecture at CPU
-size for tests and the embedded demo: only numbers differ. Its Eagle override keeps the real image
-geometry (patch 14, a 16×16 learned position grid, pixel unshuffle 0.5) and the real tokenizer's vocabulary
-and image-token id, so the real processor feeds it unchanged.
+`reference-default` is the config class's own defaults (29/29 dims, horizon 16). `n1d6-3b` is the
+released `nvidia/GR00T-N1.6-3B` checkpoint's `config.json`, field for field (spec §1.1 [rel]). `tiny` is
+the same architecture at CPU size for tests and the embedded demo: only numbers differ. Its Eagle override
+keeps the real image geometry (patch 14, a 16×16 learned position grid, pixel unshuffle 0.5) and the real
+tokenizer's vocabulary and image-token id, so the real processor feeds it unchanged.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-# Released-checkpoint values that differ from the code defaults (spec §1.1, [ext]/[nb]).
+# The released checkpoint's `config.json` (tests/fixtures/real_checkpoint/config.json), every field in the
+# file's order: the preset builds exactly the model the release stores (1106 tensors; `state_dropout_prob`
+# 0.0, so no `action_head.mask_token`). `color_jitter_params` here is config.json's stored value; the
+# release's processing uses `processor_config.json`'s jitter, which a checkpoint's processor always wins with.
+# `architectures`, `torch_dtype`, `transformers_version`, `attn_implementation` and `gemma_collator` are kept
+# as extra keys (written back, unused by the model).
 _N1D6_3B: dict[str, Any] = {
-    "max_state_dim": 128,
-    "max_action_dim": 128,
     "action_horizon": 50,
-    "max_num_embodiments": 32,
-    "select_layer": 16,
-    "tune_top_llm_layers": 4,
+    "add_pos_embed": True,
     "apply_sincos_state_encoding": True,
-    "use_relative_action": True,
-    "state_dropout_prob": 0.8,
-    "shortest_image_edge": 256,
+    "architectures": ["Gr00tN1d6"],
+    "attn_dropout": 0.2,
+    "attn_implementation": None,
+    "backbone_embedding_dim": 2048,
+    "backbone_model_type": "eagle",
+    "backbone_trainable_params_fp32": True,
+    "collator_overwrite_image_inputs": False,
+    "color_jitter_params": {
+        "brightness": 0.1,
+        "contrast": 0.1,
+        "hue": 0.1,
+        "saturation": 0.1,
+    },
     "crop_fraction": 0.95,
+    "diffusion_model_cfg": {
+        "attention_head_dim": 48,
+        "dropout": 0.2,
+        "final_dropout": True,
+        "interleave_self_attention": True,
+        "norm_type": "ada_norm",
+        "num_attention_heads": 32,
+        "num_layers": 32,
+        "output_dim": 1024,
+        "positional_embeddings": None,
+    },
+    "eagle_collator": True,
+    "formalize_language": True,
+    "gemma_collator": False,
+    "hidden_size": 1024,
+    "image_crop_size": None,
+    "image_target_size": None,
+    "input_embedding_dim": 1536,
+    "load_bf16": True,
+    "max_action_dim": 128,
+    "max_num_embodiments": 32,
+    "max_seq_len": 1024,
+    "max_state_dim": 128,
+    "model_dtype": "bfloat16",
+    "model_name": "nvidia/Eagle-Block2A-2B-v2",
+    "model_type": "Gr00tN1d6",
+    "noise_beta_alpha": 1.5,
+    "noise_beta_beta": 1.0,
+    "noise_s": 0.999,
+    "num_inference_timesteps": 4,
+    "num_timestep_buckets": 1000,
+    "random_rotation_angle": None,
+    "reproject_vision": False,
+    "select_layer": 16,
+    "shortest_image_edge": 256,
+    "state_dropout_prob": 0.0,
+    "torch_dtype": "bfloat16",
+    "transformers_version": "4.51.3",
+    "tune_diffusion_model": True,
+    "tune_llm": False,
+    "tune_projector": True,
+    "tune_top_llm_layers": 4,
+    "tune_visual": False,
+    "use_albumentations_transforms": True,
+    "use_alternate_vl_dit": True,
+    "use_flash_attention": True,
+    "use_relative_action": True,
+    "use_vlln": True,
 }
 
 # CPU-sized Eagle-Block2A-2B-v2: the backbone builder merges these keys over the bundled config.

@@ -14,13 +14,13 @@ import numpy as np
 
 from svms.data.modality import MODALITY_CONFIGS, ActionRep, EmbodimentConfig
 
-#: Key widths of `robocasa_panda_omron` (spec §6.11).
+#: Key widths of `robocasa_panda_omron` (spec §6.11), in the release's key order.
 ROBOCASA_DIMS: dict[str, int] = {
     "end_effector_position_relative": 3,
     "end_effector_rotation_relative": 4,
+    "gripper_qpos": 2,
     "base_position": 3,
     "base_rotation": 4,
-    "gripper_qpos": 2,
     "end_effector_position": 3,
     "end_effector_rotation": 3,
     "gripper_close": 1,
@@ -59,8 +59,7 @@ def make_tiny_checkpoint(folder: str | Path, *, svms: bool = False, tag: str = "
     modality config unless `modality` is given) to `folder`."""
     import torch
 
-    from svms.data.processor import Gr00tProcessor, ProcessorSettings
-    from svms.data.processor_files import save_processor
+    from svms.data.processor_files import run_processor, save_processor, with_tag
     from svms.model import Gr00tN1d6, Gr00tN1d6Config
 
     config = Gr00tN1d6Config.preset("tiny")
@@ -68,9 +67,7 @@ def make_tiny_checkpoint(folder: str | Path, *, svms: bool = False, tag: str = "
         config = dataclasses.replace(config, use_sheaf_streams=True)
     torch.manual_seed(seed)
     Gr00tN1d6(config).save_pretrained(folder)
-    settings = ProcessorSettings(max_state_dim=config.max_state_dim, max_action_dim=config.max_action_dim,
-                                 max_action_horizon=config.action_horizon)
     modality = modality or MODALITY_CONFIGS[tag]
-    processor = Gr00tProcessor({tag: modality}, {tag: synthetic_statistics(modality, dims, seed)}, settings)
-    save_processor(processor, folder)
+    fresh = run_processor(tag, config.to_dict())  # the one source of a fresh model's processing
+    save_processor(with_tag(fresh, tag, modality, synthetic_statistics(modality, dims, seed)), folder)
     return Path(folder)

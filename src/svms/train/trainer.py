@@ -15,7 +15,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
-from svms.data.processor import ProcessorSettings
+from svms.data.modality import normalize_tag
 from svms.data.processor_files import save_processor
 from svms.errors import SvmsError
 from svms.model import Gr00tN1d6, Gr00tN1d6Config
@@ -74,32 +74,39 @@ def build_model(cfg: TrainConfig, resume: Path | None) -> tuple[Gr00tN1d6, Path 
     return Gr00tN1d6(model_config(cfg, Gr00tN1d6Config.preset(cfg.preset))), None
 
 
-def processor_settings(config: Gr00tN1d6Config) -> ProcessorSettings:
-    return ProcessorSettings(
-        max_state_dim=config.max_state_dim, max_action_dim=config.max_action_dim,
-        max_action_horizon=config.action_horizon, shortest_image_edge=config.shortest_image_edge,
-        crop_fraction=config.crop_fraction, formalize_language=config.formalize_language,
-        apply_sincos_state_encoding=config.apply_sincos_state_encoding,
-        use_relative_action=config.use_relative_action, random_rotation_angle=config.random_rotation_angle,
-        color_jitter_params=config.color_jitter_params,
-    )
+def processing_source(cfg: TrainConfig, model: Gr00tN1d6, source: Path | None):
+    """The processor the run starts from (`svms.data.processor_files.run_processor`): the checkpoint's files
+    when resuming or fine-tuning (explicit colour-jitter / rotation overrides apply over them), else the
+    model config and the built-in embodiment table."""
+    from svms.data.processor import MODEL_CONFIG_FIELDS
+    from svms.data.processor_files import run_processor
+
+    overrides = cfg.model_overrides()
+    processing = {name: overrides[field] for name, field in MODEL_CONFIG_FIELDS.items() if field in overrides}
+    return run_processor(cfg.embodiment_tag, model.config.to_dict(), source, processing)
 
 
-def build_dataset(cfg: TrainConfig, model: Gr00tN1d6):
-    """The LeRobot dataset, processed with the model's settings (train image transform unless
-    `--no-augment`, seeded by (seed, sample position)); checked on one sample before training."""
+def build_dataset(cfg: TrainConfig, model: Gr00tN1d6, source: Path | None = None):
+    """The LeRobot dataset, processed as the run's checkpoint `source` says (or, for a fresh model, its
+    config), columns picked by key name in that config's order; train image transform unless `--no-augment`,
+    seeded by (seed, sample position); checked on one sample before training. Returns the dataset, its
+    collator and the processor to save: `source`'s files with the trained tag's config and statistics."""
     from svms.data.lerobot.meta import load_meta, split_episodes
     from svms.data.lerobot.reader import Gr00tLeRobotDataset
+    from svms.data.processor_files import with_tag
 
+    base = processing_source(cfg, model, source)
     episodes = split_episodes(load_meta(cfg.dataset), cfg.split, required=False)
-    dataset = Gr00tLeRobotDataset(cfg.dataset, cfg.embodiment_tag, settings=processor_settings(model.config),
-                                  episodes=episodes, seed=cfg.seed, train_augment=cfg.augment)
+    dataset = Gr00tLeRobotDataset(cfg.dataset, cfg.embodiment_tag, settings=base.settings, ids=base.declared_ids,
+                                  config=base.configs.get(normalize_tag(cfg.embodiment_tag)), episodes=episodes,
+                                  seed=cfg.seed, train_augment=cfg.augment)
     embodiment = dataset.processor.ids[dataset.tag]
     if embodiment >= model.config.max_num_embodiments:
         raise SvmsError(f"embodiment {dataset.tag!r} uses projector slot {embodiment}, but the model has "
                         f"max_num_embodiments = {model.config.max_num_embodiments}")
     dataset[(0, 0)]  # dims, statistics and frames (through the training transform) are checked before any compute
-    return dataset, dataset.collator(aux_labels=model.svms is not None), dataset.processor
+    processor = with_tag(base, dataset.tag, dataset.config, dataset.statistics)
+    return dataset, dataset.collator(aux_labels=model.svms is not None), processor
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -153,7 +160,7 @@ def _train(cfg: TrainConfig, runtime: Runtime, dataset, collate_fn, processor) -
     resume = check_run_folder(cfg, runtime)
     model, source = build_model(cfg, resume)
     if dataset is None:
-        dataset, collate_fn, processor = build_dataset(cfg, model)
+        dataset, collate_fn, processor = build_dataset(cfg, model, source)
     apply_phase(model, cfg.phase)
     if runtime.device.type == "cuda":  # bf16 autocast there: frozen weights need not be fp32
         apply_phase_dtypes(model, cfg.frozen_dtype)
@@ -207,7 +214,7 @@ def _train(cfg: TrainConfig, runtime: Runtime, dataset, collate_fn, processor) -
         def write_model(folder: Path) -> None:
             model.save_pretrained(folder)
             if processor is not None:
-                save_processor(processor, folder, model_name=mc.model_name)
+                save_processor(processor, folder)
 
         state = {"step": step, "optimizer": optimizer.state_dict(), "sheaf_schedule": sheaf.state_dict(),
                  "rng": rng_state(svms_gen)}
