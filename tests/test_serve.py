@@ -33,8 +33,8 @@ from svms.serve.wire import modality_marker
 
 TASK = "annotation.human.action.task_description"
 CAMERAS = ("res256_image_side_0", "res256_image_side_1", "res256_image_wrist_0")
-STATE = {"end_effector_position_relative": 3, "end_effector_rotation_relative": 4, "base_position": 3,
-         "base_rotation": 4, "gripper_qpos": 2}
+STATE = {"end_effector_position_relative": 3, "end_effector_rotation_relative": 4, "gripper_qpos": 2,
+         "base_position": 3, "base_rotation": 4}  # the release's order (spec §6.11)
 ACTION = {"end_effector_position": 3, "end_effector_rotation": 3, "gripper_close": 1, "base_motion": 4,
           "control_mode": 1}
 TOKEN = "s3cret"
@@ -315,18 +315,29 @@ def test_token_is_required_when_set(servers):
 
 def test_svms_checkpoint_serves_with_a_fixed_wire_and_kill_ends_the_process(servers):
     served = servers["svms"]
-    (action, _), seen = raw_call(served.port, {"data": {"observation": nested_observation(1)}}, "npy")
+    (action, _), seen = raw_call(served.port, {"data": {"observation": nested_observation(1)}}, "nd-str")
     check_action(action, 1)
-    assert set(seen) == {"nd-bytes"}  # --wire msgpack-numpy answers in that form whatever the request used
+    assert set(seen) == {"nd-bytes"}  # --wire msgpack-numpy answers in that form (as the library writes it)
+    # the other era's client would read the reply's arrays as plain dicts: refused, naming both wires
+    reply, _ = raw_call(served.port, {"data": {"observation": nested_observation(1)}}, "npy")
+    assert set(reply) == {"error"} and "--wire msgpack-numpy" in reply["error"] and "npsave" in reply["error"]
+    assert "--wire auto" in reply["error"]
     reply, _ = raw_call(served.port, {"endpoint": "get_modality_config"})
     assert reply["state"]["modality_keys"] == list(STATE)
     markers = msgpack.unpackb(encode(modality_marker({})))  # auto: both eras' markers
     assert {"__ModalityConfig_class__", "__ModalityConfig__"} <= set(markers)
-    with PolicyClient(port=served.port, timeout_s=20) as client:
+    with PolicyClient(port=served.port, timeout_s=20) as client:  # wire auto: settles on msgpack-numpy
         config = client.get_modality_config()
         assert config.action.modality_keys == tuple(ACTION) and client.language_key == TASK
+        assert client.wire.form == "msgpack-numpy"  # the server's fixed wire shows in its modality markers
         check_action(client.get_action(nested_observation(2))[0], 2)
-        client.kill()
+    with PolicyClient(port=served.port, timeout_s=20) as fresh:  # no config asked: refused once, then retried
+        check_action(fresh.get_action(nested_observation(1))[0], 1)
+        assert fresh.wire.form == "msgpack-numpy"
+    with PolicyClient(port=served.port, timeout_s=20, wire="npsave") as fixed:
+        with pytest.raises(PolicyServerError, match="--wire msgpack-numpy"):
+            fixed.get_action(nested_observation(1))
+        fixed.kill()
     assert served.proc.wait(timeout=20) == 0
 
 

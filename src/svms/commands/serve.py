@@ -35,8 +35,9 @@ class Serve:
     """auto, cpu or cuda (the 3B model needs cuda)"""
     denoising_steps: int | None = None
     """Euler steps of the action head (default: the checkpoint's)"""
-    wire: Literal["auto", "npy", "msgpack-numpy"] = "auto"
-    """reply array encoding: auto (the request's), npy (N1.6 era) or msgpack-numpy (N1.7 era)"""
+    wire: Literal["auto", "npsave", "msgpack-numpy"] = "auto"
+    """array encoding: auto (answer each request in its own), npsave (N1.6 era) or msgpack-numpy (current
+    era); a fixed one refuses the other era's requests with an error naming both"""
     log_requests: Path | None = None
     """append one JSON line per request (endpoint, ok/error, batch, bytes, latencies in ms) to this file"""
     seed: int | None = None
@@ -46,10 +47,12 @@ class Serve:
         from svms.device import resolve_device
         from svms.errors import SvmsError
         from svms.eval.policy import Gr00tPolicy
-        from svms.serve.server import WIRE_CHOICES, PolicyServer, warm_up
+        from svms.serve.server import PolicyServer, warm_up, wire_choice
 
-        if self.wire not in WIRE_CHOICES:  # before the slow load
-            raise SvmsError(f"--wire {self.wire!r}: expected one of {list(WIRE_CHOICES)}")
+        try:
+            wire_choice(self.wire)  # before the slow load
+        except SvmsError as err:
+            raise SvmsError(f"--{err}") from None
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         folder = self._folder()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 ALL_TASKS = ("Lift", "Stack", "PickPlaceMilk", "PickPlaceBread", "PickPlaceCereal", "PickPlaceCan", "Door")
 ALL_CAMERAS = ("res256_image_side_0", "res256_image_side_1", "res256_image_wrist_0")
@@ -66,7 +67,13 @@ class SimRollout:
     checkpoint: str | None = None
     """checkpoint folder, or zero | random | replay:DATASET_DIR[:EPISODE]"""
     server: str | None = None
-    """HOST:PORT of a GR00T policy server (ours or NVIDIA's) instead of --checkpoint"""
+    """HOST:PORT of a GR00T policy server (ours, or NVIDIA's of either era) instead of --checkpoint"""
+    wire: Literal["auto", "npsave", "msgpack-numpy"] = "auto"
+    """--server array form: auto (settle on the server's era), npsave (N1.6 era) or msgpack-numpy (current)"""
+    sim_wrapper: bool = False
+    """--server runs GR00T's simulation wrapper (flat video.<key> / state.<key> observations)"""
+    api_token: str | None = None
+    """--server's API token (sent in every request)"""
     tasks: tuple[str, ...] = ALL_TASKS
     """robosuite environment names"""
     episodes: int = 10
@@ -99,7 +106,8 @@ class SimRollout:
             from svms.serve import PolicyClient, parse_address
             from svms.sim.policies import CheckpointPolicy
 
-            policy = CheckpointPolicy(PolicyClient(*parse_address(self.server)))
+            policy = CheckpointPolicy(PolicyClient(*parse_address(self.server), wire=self.wire,
+                                                   sim_wrapper=self.sim_wrapper, api_token=self.api_token))
         else:
             policy = load_policy(self.checkpoint, seed=self.seed, device=self.device)
         cameras = self.cameras or getattr(policy, "cameras", ALL_CAMERAS)

@@ -1,4 +1,13 @@
-"""`PolicyClient`: query any GR00T policy server (ours or NVIDIA's) over ZeroMQ REQ/REP (spec §9.1).
+"""`PolicyClient`: query a GR00T policy server — ours, or NVIDIA's of either era — over ZeroMQ REQ/REP
+(spec §9.1).
+
+Wire: NVIDIA's N1.6-era servers read arrays as `np.save` bytes (`npsave`), current ones as msgpack-numpy
+maps; neither reads the other's. With `wire="auto"` (the default) the client settles on the server's era
+at the first exchange that shows it (the modality-config markers or the arrays of a reply, or a request
+the server accepted), and a request refused because the server did not understand its arrays is sent
+once more in the other era's form. Observation form: `sim_wrapper=True` talks to a server started with
+GR00T's simulation wrapper (flat `video.<key>` / `state.<key>` keys, the instruction under its language
+key as a list of B strings, `action.<key>` replies); the caller still passes and gets the nested form.
 
 Each call waits at most `timeout_s` and then raises `PolicyServerTimeout` instead of blocking forever;
 the socket is rebuilt after a timeout (a REQ socket that missed its reply cannot send again), so the next
@@ -8,6 +17,7 @@ call works once the server is back. The client has `Gr00tPolicy`'s interface (`g
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -15,7 +25,14 @@ import numpy as np
 
 from svms.data.modality import EmbodimentConfig
 from svms.errors import SvmsError
-from svms.serve.wire import NPY, Wire, decode, encode
+from svms.serve.wire import NPY, WIRE_NAMES, Wire, decode, encode, other_form
+
+WIRE_OPTIONS = ("auto", NPY, "msgpack-numpy")
+#: Error replies that mean "I could not read the arrays in this form" (NVIDIA's policy checks meet an
+#: undecoded array map as a dict; our fixed-wire server names both wires).
+_ARRAY_FORM_REFUSALS = (re.compile(r"must be a numpy array", re.I), re.compile(r"Got <class 'dict'>"),
+                        re.compile(r"started with --wire \S+ and answers only in"))
+_FLAT_KEY_MISSING = re.compile(r"""key ['"](video|state)\.[^'"]+['"] must be in observation""", re.I)
 
 
 class PolicyServerError(SvmsError):
@@ -36,11 +53,48 @@ def parse_address(address: str, default_port: int = 5555) -> tuple[str, int]:
     return host, int(port)
 
 
+def _has_arrays(obj: Any) -> bool:
+    if isinstance(obj, np.ndarray):
+        return True
+    if isinstance(obj, Mapping):
+        return any(_has_arrays(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return any(_has_arrays(v) for v in obj)
+    return False
+
+
+def array_form_refused(message: str) -> bool:
+    """True when an error reply says the server could not read the request's array form."""
+    return any(p.search(message) for p in _ARRAY_FORM_REFUSALS)
+
+
+def to_flat(observation: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested `{video, state, language}` → the simulation wrapper's flat keys (already flat: unchanged)."""
+    if "video" not in observation and "state" not in observation:
+        return dict(observation)
+    flat: dict[str, Any] = {}
+    for modality in ("video", "state"):
+        flat.update({f"{modality}.{k}": v for k, v in (observation.get(modality) or {}).items()})
+    for key, texts in (observation.get("language") or {}).items():
+        flat[key] = [t[0] if isinstance(t, list | tuple) else t for t in texts]  # [[s], ...] → [s, ...]
+    return flat
+
+
+def from_flat_action(action: Mapping[str, Any]) -> dict[str, Any]:
+    """`{"action.<key>": ...}` → `{key: ...}` (keys without the prefix kept as they are)."""
+    return {str(k).removeprefix("action."): v for k, v in action.items()}
+
+
 class PolicyClient:
-    """A GR00T policy-server client; `wire` picks the array encoding it sends (`npy` or `msgpack-numpy`)."""
+    """A GR00T policy-server client.
+
+    `wire`: `auto` (settle on the server's era, retrying a refused request once in the other form),
+    `npsave` (N1.6 era) or `msgpack-numpy` (current era). `sim_wrapper`: the server expects the flat
+    observation form. `api_token`: sent in every request.
+    """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 5555, *, timeout_s: float = 30.0,
-                 api_token: str | None = None, wire: str = NPY) -> None:
+                 api_token: str | None = None, wire: str = "auto", sim_wrapper: bool = False) -> None:
         import zmq
 
         self._zmq = zmq
@@ -48,7 +102,13 @@ class PolicyClient:
         self.tag = self.address  # a label for messages, where a local policy has its embodiment tag
         self.timeout_s = timeout_s
         self.api_token = api_token
-        self.wire = Wire(wire)
+        self.sim_wrapper = sim_wrapper
+        self.auto = wire == "auto"
+        if not self.auto and wire not in (*WIRE_OPTIONS, "npy"):
+            raise SvmsError(f"wire {wire!r}: expected one of {list(WIRE_OPTIONS)}")
+        #: The array form requests are sent in: fixed, or (auto) settled from the server, or the first guess.
+        self.wire = Wire(NPY) if self.auto else Wire(wire)
+        self.settled = not self.auto
         self._context = zmq.Context()
         self._socket = None
         self._config: EmbodimentConfig | None = None
@@ -65,18 +125,13 @@ class PolicyClient:
             self._socket.close(linger=0)
             self._socket = None
 
-    def call(self, endpoint: str, data: Mapping[str, Any] | None = None, *, timeout_s: float | None = None) -> Any:
-        """Send one request and return the decoded reply; raises on an error reply or a timeout."""
-        request: dict[str, Any] = {"endpoint": endpoint}
-        if data is not None:
-            request["data"] = data
-        if self.api_token is not None:
-            request["api_token"] = self.api_token
-        timeout = self.timeout_s if timeout_s is None else timeout_s
+    def _exchange(self, request: Mapping[str, Any], wire: Wire, timeout: float) -> tuple[Any, Wire | None]:
+        """One request/reply in `wire`'s array form; the decoded reply and the form it showed."""
+        endpoint = request["endpoint"]
         socket = self._connect()
         socket.setsockopt(self._zmq.SNDTIMEO, int(timeout * 1000))
         try:
-            socket.send(encode(request, self.wire))
+            socket.send(encode(request, wire))
             answered = socket.poll(int(timeout * 1000))
         except self._zmq.Again:
             answered = False
@@ -87,10 +142,48 @@ class PolicyClient:
             self._drop_socket()
             raise PolicyServerTimeout(f"no reply from {self.address} to {endpoint!r} within {timeout:g} s; is "
                                       "the server running and reachable (host, port, firewall)?")
-        reply, _ = decode(socket.recv())
-        if isinstance(reply, Mapping) and set(reply) == {"error"}:
-            raise PolicyServerError(f"{self.address} refused {endpoint!r}: {reply['error']}")
+        return decode(socket.recv())
+
+    def _settle(self, wire: Wire | None) -> None:
+        if self.auto and wire is not None:
+            self.wire, self.settled = wire, True
+
+    def call(self, endpoint: str, data: Mapping[str, Any] | None = None, *, timeout_s: float | None = None) -> Any:
+        """Send one request and return the decoded reply; raises on an error reply or a timeout."""
+        request: dict[str, Any] = {"endpoint": endpoint}
+        if data is not None:
+            request["data"] = data
+        if self.api_token is not None:
+            request["api_token"] = self.api_token
+        timeout = self.timeout_s if timeout_s is None else timeout_s
+        arrays = _has_arrays(data)
+        sent = self.wire
+        reply, shown = self._exchange(request, sent, timeout)
+        refused = _error(reply)
+        if refused is not None and arrays and self.auto and array_form_refused(refused):
+            first, sent = sent, Wire(other_form(sent.form))  # once, in the other era's form
+            reply, shown = self._exchange(request, sent, timeout)
+            if _error(reply) is not None:
+                raise PolicyServerError(
+                    f"{self.address} refused {endpoint!r} in both array forms: as {WIRE_NAMES[first.form]}: "
+                    f"{refused}; as {WIRE_NAMES[sent.form]}: {_error(reply)}")
+        error = _error(reply)
+        if error is not None:
+            raise PolicyServerError(f"{self.address} refused {endpoint!r}: {error}{self._hint(error)}")
+        self._settle(shown or (sent if arrays else None))
         return reply
+
+    def _hint(self, error: str) -> str:
+        """What to change on this side for the refusals whose cause is known."""
+        if array_form_refused(error) and not self.auto:
+            return (f" (the server does not read {self.wire.form} arrays: use --wire auto, or --wire "
+                    f"{other_form(self.wire.form)})")
+        if _FLAT_KEY_MISSING.search(error) and not self.sim_wrapper:
+            return (" (the server runs GR00T's simulation wrapper and expects flat video.<key> / state.<key> "
+                    "keys: pass --sim-wrapper, PolicyClient(sim_wrapper=True))")
+        if "unauthorized" in error.lower() or "api token" in error.lower():
+            return " (pass the server's token with --api-token T, PolicyClient(api_token=T))"
+        return ""
 
     def ping(self, timeout_s: float | None = None) -> bool:
         """True when the server answers `ping` in time, False otherwise (never raises on a dead server)."""
@@ -102,10 +195,15 @@ class PolicyClient:
 
     def get_action(self, observation: Mapping[str, Any], options: Mapping[str, Any] | None = None,
                    ) -> tuple[dict[str, np.ndarray], dict]:
+        """Nested observation in, `{key: (B, H, D)}` actions out (in the sim-wrapper form on the wire when
+        `sim_wrapper`); without `sim_wrapper` observation and reply travel as they are."""
+        if self.sim_wrapper:
+            observation = to_flat(observation)
         reply = self.call("get_action", {"observation": observation, "options": options})
-        if not isinstance(reply, list | tuple) or len(reply) != 2:
+        if not isinstance(reply, list | tuple) or len(reply) != 2 or not isinstance(reply[0], Mapping):
             raise SvmsError(f"{self.address} answered get_action with {type(reply).__name__}, not [action, info]")
-        return reply[0], reply[1]
+        action = from_flat_action(reply[0]) if self.sim_wrapper else dict(reply[0])
+        return action, reply[1]
 
     def reset(self, options: Mapping[str, Any] | None = None) -> dict:
         return self.call("reset", {"options": options})
@@ -137,3 +235,10 @@ class PolicyClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _error(reply: Any) -> str | None:
+    """The message of an `{"error": ...}` reply, else None."""
+    if isinstance(reply, Mapping) and set(reply) == {"error"}:
+        return str(reply["error"])
+    return None

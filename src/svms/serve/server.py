@@ -4,7 +4,9 @@
 Requests are msgpack maps `{"endpoint", "data", "api_token"?}` (no endpoint means `get_action`). Every
 problem with a request, down to an undecodable message, becomes an `{"error": ...}` reply naming what was
 wrong and what was expected: a REP socket must answer each request, and one bad client must not take the
-server down. Replies use the array encoding the request used (`wire="auto"`) or a fixed one.
+server down. Replies use the array encoding the request used (`wire="auto"`), or a fixed one; a server
+with a fixed wire refuses a request whose arrays are in the other era's form with an error naming both
+(its reply arrays would reach that client as plain dicts).
 """
 
 from __future__ import annotations
@@ -27,12 +29,32 @@ import torch
 
 from svms.errors import SvmsError
 from svms.serve.observation import from_flat, to_flat
-from svms.serve.wire import MSGPACK_NUMPY, ND_MARKER, NPY, NPY_MARKER, Wire, decode, encode, modality_marker
+from svms.serve.wire import (
+    MSGPACK_NUMPY,
+    ND_MARKER,
+    NPY,
+    NPY_MARKER,
+    WIRE_NAMES,
+    Wire,
+    decode,
+    encode,
+    modality_marker,
+)
 
 log = logging.getLogger("svms.serve")
 
 ENDPOINTS = ("ping", "kill", "get_action", "reset", "get_modality_config")
 WIRE_CHOICES = ("auto", NPY, MSGPACK_NUMPY)
+
+
+def wire_choice(wire: str) -> str:
+    """`auto`, `npsave` (also read as `npy`) or `msgpack-numpy`; anything else is an error."""
+    if wire == "auto":
+        return wire
+    try:
+        return Wire(wire).form
+    except SvmsError:
+        raise SvmsError(f"wire {wire!r}: expected one of {list(WIRE_CHOICES)}") from None
 
 
 @dataclass
@@ -63,18 +85,17 @@ class PolicyServer:
 
     `sim_wrapper` switches observations and actions to the flat `video.<cam>` / `state.<key>` /
     `action.<key>` form of GR00T's simulation clients. `wire` is `auto` (answer in the request's array
-    encoding; modality configs carry both eras' markers), `npy` or `msgpack-numpy`. With `seed`, `reset`
+    encoding; modality configs carry both eras' markers), `npsave` or `msgpack-numpy` (requests in the other
+    form are refused). With `seed`, `reset`
     re-seeds the sampling noise, so every episode draws the same noise sequence.
     """
 
     def __init__(self, policy, *, sim_wrapper: bool = False, api_token: str | None = None, wire: str = "auto",
                  seed: int | None = None) -> None:
-        if wire not in WIRE_CHOICES:
-            raise SvmsError(f"wire {wire!r}: expected one of {list(WIRE_CHOICES)}")
         self.policy = policy
         self.sim_wrapper = sim_wrapper
         self.api_token = api_token
-        self.wire = wire
+        self.wire = wire_choice(wire)
         self.seed = seed
         self.requests = 0
 
@@ -92,7 +113,7 @@ class PolicyServer:
                     wire = used
             record.decode_ms = (time.perf_counter() - start) * 1e3
             t = time.perf_counter()
-            reply = self._dispatch(request, record)
+            reply = self._dispatch(request, record, used)
             record.handle_ms = (time.perf_counter() - t) * 1e3
         except SvmsError as err:
             reply = self._fail(record, str(err))
@@ -115,13 +136,14 @@ class PolicyServer:
         record.ok, record.error = False, message
         return {"error": message}
 
-    def _dispatch(self, request: Any, record: RequestRecord) -> Any:
+    def _dispatch(self, request: Any, record: RequestRecord, used: Wire | None = None) -> Any:
         if not isinstance(request, Mapping):
             raise SvmsError(f"a request must be a msgpack map {{endpoint, data, api_token}}, got "
                             f"{type(request).__name__}")
         endpoint = request.get("endpoint", "get_action")
         record.endpoint = endpoint if isinstance(endpoint, str) else repr(endpoint)
         self._check_token(request.get("api_token"))
+        self._check_wire(used)
         if endpoint not in ENDPOINTS:
             raise SvmsError(f"unknown endpoint {endpoint!r}; expected one of {list(ENDPOINTS)}")
         data = request.get("data")
@@ -150,6 +172,14 @@ class PolicyServer:
             raise SvmsError("unauthorized: this server needs an 'api_token' field in every request")
         if not isinstance(token, str) or not hmac.compare_digest(token.encode(), self.api_token.encode()):
             raise SvmsError("unauthorized: wrong 'api_token'")
+
+    def _check_wire(self, used: Wire | None) -> None:
+        if self.wire == "auto" or used is None or used.form == self.wire:
+            return
+        raise SvmsError(f"this server was started with --wire {self.wire} and answers only in the "
+                        f"{WIRE_NAMES[self.wire]} form, but the request's arrays are in the {WIRE_NAMES[used.form]} "
+                        f"form; send {self.wire} arrays (svms clients: --wire {self.wire} or auto), or restart the "
+                        "server with --wire auto, which answers each client in its own form")
 
     def _modality_config(self) -> dict[str, dict]:
         markers = {"auto": (NPY_MARKER, ND_MARKER), NPY: (NPY_MARKER,), MSGPACK_NUMPY: (ND_MARKER,)}[self.wire]

@@ -1,14 +1,16 @@
 """The GR00T policy server's wire format (spec §9.1): msgpack messages whose numpy arrays and modality
 configs travel in one of two encodings seen in GR00T releases.
 
-- `npy` (N1.6 era): an array is `{"__ndarray_class__": True, "as_npy": <np.save bytes>}`, a modality
+- `npsave` (N1.6 era): an array is `{"__ndarray_class__": True, "as_npy": <np.save bytes>}`, a modality
   config `{"__ModalityConfig_class__": True, "as_json": {...}}`.
 - `msgpack-numpy` (N1.7 era): an array is the msgpack-numpy library's map `{b"nd": True, b"type": dtype
   str, b"kind": b"", b"shape": [...], b"data": <raw bytes>}` (bytes keys as that library writes them; str
   keys are read too), a modality config `{"__ModalityConfig__": True, "as_json": {...} or JSON string}`.
 
-Decoding reads both and reports which one the sender used, so a server can answer in kind; object and
-structured dtypes are refused (they would need pickle).
+Decoding reads both and reports which one the sender used (from its arrays, or from its modality-config
+markers when it sent no array), so a server can answer in kind and a client can settle on the server's
+era; object and structured dtypes are refused (they would need pickle). `npy` is accepted as another name
+for `npsave`.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ import numpy as np
 
 from svms.errors import SvmsError
 
-NPY = "npy"
+NPY = "npsave"
 MSGPACK_NUMPY = "msgpack-numpy"
 WIRE_FORMS = (NPY, MSGPACK_NUMPY)
+#: What each form is called in messages: the era and how arrays look.
+WIRE_NAMES = {NPY: "npsave (N1.6 era, np.save bytes)", MSGPACK_NUMPY: "msgpack-numpy (current era)"}
+_ALIASES = {"npy": NPY}
 NPY_MARKER = "__ModalityConfig_class__"
 ND_MARKER = "__ModalityConfig__"
 
@@ -37,15 +42,21 @@ class WireError(SvmsError):
 
 @dataclass(frozen=True)
 class Wire:
-    """How arrays are written: `form` is `npy` or `msgpack-numpy`; `bytes_keys` only matters for the latter
-    (the msgpack-numpy library writes bytes keys; some hand-written clients use str keys)."""
+    """How arrays are written: `form` is `npsave` or `msgpack-numpy`; `bytes_keys` only matters for the
+    latter (the msgpack-numpy library writes bytes keys; some hand-written clients use str keys)."""
 
     form: str = NPY
     bytes_keys: bool = True
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "form", _ALIASES.get(self.form, self.form))
         if self.form not in WIRE_FORMS:
             raise SvmsError(f"unknown wire form {self.form!r}; expected one of {list(WIRE_FORMS)}")
+
+
+def other_form(form: str) -> str:
+    """The other era's array form."""
+    return MSGPACK_NUMPY if Wire(form).form == NPY else NPY
 
 
 def _field(d: Mapping, name: str) -> Any:
@@ -106,9 +117,11 @@ def _modality_json(d: Mapping) -> dict:
 def decode(payload: bytes) -> tuple[Any, Wire | None]:
     """Unpack a message; arrays become numpy arrays, modality-config markers their `as_json` dicts.
 
-    Returns the object and the `Wire` of its first array (None when it holds no array).
+    Returns the object and the `Wire` of its first array; without arrays, the era of its modality-config
+    markers when they name one era only; else None.
     """
     seen: list[Wire] = []
+    markers: set[str] = set()
 
     def hook(d: dict) -> Any:
         if d.get("__ndarray_class__") is True:
@@ -119,6 +132,7 @@ def decode(payload: bytes) -> tuple[Any, Wire | None]:
             seen.append(Wire(MSGPACK_NUMPY, bytes_keys=b"nd" in d))
             return _nd_array(d)
         if d.get(NPY_MARKER) is True or d.get(ND_MARKER) is True:
+            markers.update(m for m in (NPY_MARKER, ND_MARKER) if d.get(m) is True)
             return _modality_json(d)
         return d
 
@@ -128,7 +142,13 @@ def decode(payload: bytes) -> tuple[Any, Wire | None]:
         raise
     except Exception as err:  # msgpack raises many unrelated types on garbage input
         raise WireError(f"message is not valid msgpack ({type(err).__name__}: {err})") from None
-    return obj, (seen[0] if seen else None)
+    if seen:
+        return obj, seen[0]
+    if markers == {NPY_MARKER}:
+        return obj, Wire(NPY)
+    if markers == {ND_MARKER}:
+        return obj, Wire(MSGPACK_NUMPY)
+    return obj, None
 
 
 def _array_encoder(wire: Wire) -> Callable[[Any], Any]:

@@ -23,9 +23,9 @@ import numpy as np
 STATE_KEYS: dict[str, int] = {
     "end_effector_position_relative": 3,
     "end_effector_rotation_relative": 4,
+    "gripper_qpos": 2,
     "base_position": 3,
     "base_rotation": 4,
-    "gripper_qpos": 2,
 }
 #: Action keys and widths, in the order of the §6.11 table.
 ACTION_KEYS: dict[str, int] = {
