@@ -25,6 +25,7 @@ import numpy as np
 
 from svms.data.modality import EmbodimentConfig
 from svms.errors import SvmsError
+from svms.serve.observation import flat_observation, nested_action
 from svms.serve.wire import NPY, WIRE_NAMES, Wire, decode, encode, other_form
 
 WIRE_OPTIONS = ("auto", NPY, "msgpack-numpy")
@@ -66,23 +67,6 @@ def _has_arrays(obj: Any) -> bool:
 def array_form_refused(message: str) -> bool:
     """True when an error reply says the server could not read the request's array form."""
     return any(p.search(message) for p in _ARRAY_FORM_REFUSALS)
-
-
-def to_flat(observation: Mapping[str, Any]) -> dict[str, Any]:
-    """Nested `{video, state, language}` → the simulation wrapper's flat keys (already flat: unchanged)."""
-    if "video" not in observation and "state" not in observation:
-        return dict(observation)
-    flat: dict[str, Any] = {}
-    for modality in ("video", "state"):
-        flat.update({f"{modality}.{k}": v for k, v in (observation.get(modality) or {}).items()})
-    for key, texts in (observation.get("language") or {}).items():
-        flat[key] = [t[0] if isinstance(t, list | tuple) else t for t in texts]  # [[s], ...] → [s, ...]
-    return flat
-
-
-def from_flat_action(action: Mapping[str, Any]) -> dict[str, Any]:
-    """`{"action.<key>": ...}` → `{key: ...}` (keys without the prefix kept as they are)."""
-    return {str(k).removeprefix("action."): v for k, v in action.items()}
 
 
 class PolicyClient:
@@ -198,11 +182,11 @@ class PolicyClient:
         """Nested observation in, `{key: (B, H, D)}` actions out (in the sim-wrapper form on the wire when
         `sim_wrapper`); without `sim_wrapper` observation and reply travel as they are."""
         if self.sim_wrapper:
-            observation = to_flat(observation)
+            observation = flat_observation(observation)
         reply = self.call("get_action", {"observation": observation, "options": options})
         if not isinstance(reply, list | tuple) or len(reply) != 2 or not isinstance(reply[0], Mapping):
             raise SvmsError(f"{self.address} answered get_action with {type(reply).__name__}, not [action, info]")
-        action = from_flat_action(reply[0]) if self.sim_wrapper else dict(reply[0])
+        action = nested_action(reply[0]) if self.sim_wrapper else dict(reply[0])
         return action, reply[1]
 
     def reset(self, options: Mapping[str, Any] | None = None) -> dict:

@@ -2,7 +2,9 @@
 
 Flat observations carry `video.<camera>` (B, T, H, W, 3) and `state.<key>` (B, T, D) arrays and the
 instruction under the language modality key (also read as `language.<key>`) as a list of B strings;
-actions go back as `action.<key>`. The policy works on the nested form, so the server converts here.
+actions go back as `action.<key>`. The policy works on the nested form, so the server converts here
+(`from_flat`, `to_flat`), and so does `PolicyClient(sim_wrapper=True)` in the other direction
+(`flat_observation`, `nested_action`).
 """
 
 from __future__ import annotations
@@ -41,3 +43,21 @@ def from_flat(observation: Mapping[str, Any], config: EmbodimentConfig, language
 def to_flat(action: Mapping[str, Any]) -> dict[str, Any]:
     """Nested `{key: (B, H, D)}` actions → `{"action.<key>": (B, H, D)}`."""
     return {f"action.{k}": v for k, v in action.items()}
+
+
+def flat_observation(observation: Mapping[str, Any]) -> dict[str, Any]:
+    """Nested `{video, state, language}` → flat keys, instructions `[[s], ...]` → `[s, ...]` (already
+    flat: unchanged)."""
+    if "video" not in observation and "state" not in observation:
+        return dict(observation)
+    flat: dict[str, Any] = {}
+    for modality in ("video", "state"):
+        flat.update({f"{modality}.{k}": v for k, v in (observation.get(modality) or {}).items()})
+    for key, texts in (observation.get("language") or {}).items():
+        flat[key] = [t[0] if isinstance(t, list | tuple) else t for t in texts]
+    return flat
+
+
+def nested_action(action: Mapping[str, Any]) -> dict[str, Any]:
+    """`{"action.<key>": ...}` → `{key: ...}` (keys without the prefix kept as they are)."""
+    return {str(k).removeprefix("action."): v for k, v in action.items()}
