@@ -8,41 +8,46 @@ import json
 
 import pytest
 
-from svms.demo import FULL, QUICK, demo_plan, fine_tunes
-from svms.eval.compare import ABLATIONS as ABLATION_ARMS
+from svms.protocol import ABLATIONS as ABLATION_ARMS
+from svms.study.demo import demo_plan
+from svms.study.jobs import arm_stints, expand
 
 # find_spec, not importorskip: importing robosuite here would initialise MuJoCo before svms.sim picks
 # its offscreen GL back-end.
 needs_sim = pytest.mark.skipif(importlib.util.find_spec("robosuite") is None, reason="needs the sim extra (robosuite)")
 
 
-def test_default_plans_compare_baseline_and_svms():
-    assert demo_plan() == FULL and demo_plan(quick=True) == QUICK
-    assert QUICK.arms == FULL.arms == ("baseline", "svms")
-    assert [j.name for j in fine_tunes(QUICK)] == ["baseline-seed0", "svms-seed0-phase1", "svms-seed0-phase2",
-                                                   "svms-seed0-phase3"]
+def test_default_plans_compare_baseline_svms_and_the_control(tmp_path):
+    quick, full = demo_plan(quick=True), demo_plan()
+    assert quick.name == "demo-quick" and full.name == "demo"
+    assert quick.arms == full.arms == ("baseline", "svms", "control")
+    trains = [j.name for j in expand(quick, tmp_path) if j.kind == "train"]
+    assert trains == ["baseline-seed0", "svms-seed0-phase1", "svms-seed0-phase2", "svms-seed0-phase3", "control-seed0"]
 
 
 @pytest.mark.parametrize("quick", [True, False])
-def test_ablations_add_arms_with_the_same_budgets_and_seeds(quick):
+def test_ablations_add_arms_with_the_same_budgets_and_seeds(quick, tmp_path):
     plan = demo_plan(quick=quick, ablations=True)
-    assert plan.arms == ("baseline", "svms", *ABLATION_ARMS) == ("baseline", "svms", "svms-no-sheaf",
-                                                                 "svms-no-router", "svms-no-aux")
-    jobs = fine_tunes(plan)
+    assert plan.arms == ("baseline", "svms", "control", *ABLATION_ARMS)
+    assert ABLATION_ARMS == ("svms-no-sheaf", "svms-no-router", "svms-no-aux")
+    jobs = [j for j in expand(plan, tmp_path) if j.kind == "train"]
+    baseline = sum(s.steps for s in arm_stints(plan, "baseline"))
     for arm in plan.arms:
-        runs = [j for j in jobs if j.arm == arm]
-        assert sorted({j.seed for j in runs}) == list(plan.seeds)
+        runs = [j for j in jobs if j.args["arm"] == arm]
+        assert sorted({j.args["seed"] for j in runs}) == list(plan.seeds)
         for seed in plan.seeds:
-            mine = [j for j in runs if j.seed == seed]
-            assert sum(j.steps for j in mine) == sum(j.steps for j in jobs if j.arm == "baseline" and j.seed == seed)
-            assert [j.evaluate for j in mine][-1] and sum(j.evaluate for j in mine) == 1
-            if arm != "baseline":  # phases 1 -> 2 -> 3, each from the previous one, where it left the data
-                assert [j.phase for j in mine] == ["1", "2", "3"]
-                assert [j.init for j in mine] == [None, mine[0].name, mine[1].name]
-                consumed = [range(j.data_offset, j.data_offset + j.steps * plan.batch) for j in mine]
-                assert [p for r in consumed for p in r] == list(range(sum(j.steps for j in mine) * plan.batch))
+            mine = [j for j in runs if j.args["seed"] == seed]
+            steps = sum(j.args["max_steps"] for j in mine)
+            assert steps == (round(baseline / 4) if arm == "control" else baseline)
+            if arm not in ("baseline", "control"):  # phases 1 -> 2 -> 3, each from the previous one, where it left
+                assert [j.args["phase"] for j in mine] == ["1", "2", "3"]
+                assert [j.args["init"] for j in mine][1:] == [str(tmp_path.resolve() / j.name) for j in mine[:2]]
+                consumed = [range(j.args["data_offset"], j.args["data_offset"] + j.args["max_steps"]
+                                  * j.args["global_batch_size"]) for j in mine]
+                assert [p for r in consumed for p in r] == list(range(sum(len(r) for r in consumed)))
     # everything else (data, pretraining, evaluation sizes) is the plan without ablations
-    assert plan.data_key() == demo_plan(quick=quick).data_key()
+    assert plan.data.key() == demo_plan(quick=quick).data.key()
+    assert expand(plan, tmp_path)[1].args == expand(demo_plan(quick=quick), tmp_path)[1].args  # same pretraining
 
 
 @needs_sim
@@ -58,12 +63,25 @@ def test_quick_demo_writes_the_report(tmp_path, monkeypatch, capsys):
         assert (out / "figures" / f"{figure}.png").is_file(), figure
     comparison = json.loads((out / "comparison.json").read_text())
     assert comparison  # machine-readable results beside the report
-    assert "report:" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "report:" in printed and "[study 3/" in printed and "ETA" in printed
     # the tiny baseline trained from scratch on the generated data learns: its loss falls
+    pretrain = json.loads((out / "pretrain" / "config.json").read_text())
+    assert pretrain["phase"] == "scratch"
     losses = [json.loads(x)["loss"] for x in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
     assert sum(losses[-20:]) / 20 < sum(losses[:20]) / 20
-    # the data are cached: a second run reuses them
-    assert list((tmp_path / "cache").iterdir())
+    # the data and the pretrained checkpoint are cached: a second study reuses them
+    cached = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir() if not p.name.startswith("."))
+    assert cached == ["demo", "pretrain"]
+    assert "control" in comparison["arms"]
+    assert (out / "control-seed0" / "eval" / "closed_loop" / "results.json").is_file()
+    # rerunning the same command skips every finished job and rewrites nothing
+    def files():
+        return {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and p.name != "runner.lock"}
+
+    before = files()
+    assert main(["demo", "--quick", "--out", str(out)]) == 0
+    assert files() == before
 
 
 @needs_sim

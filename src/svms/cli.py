@@ -21,6 +21,7 @@ from svms.commands.memory import Memory
 from svms.commands.serve import Serve
 from svms.commands.sheaf import SheafDemo
 from svms.commands.sim import SimGenerate, SimRollout
+from svms.commands.study import Study
 from svms.commands.train import Train, expand_svms_flags
 from svms.errors import SvmsError
 
@@ -46,6 +47,7 @@ COMMANDS: dict[str, type] = {
     "sheaf-demo": SheafDemo,
     "sim": command_group("Sim", "Simulated RoboCasa-style demonstrations and closed-loop evaluation (robosuite).",
                          {"generate": SimGenerate, "rollout": SimRollout}),
+    "study": Study,
     "train": Train,
 }
 
