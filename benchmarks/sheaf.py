@@ -1,7 +1,7 @@
 """SheafStreams at the seed sizes: parameter overhead and forward+backward / inference time.
 
 Run: .venv/bin/python benchmarks/sheaf.py [--batch 4 --tokens 300 --repeats 5] [--device cuda]
-Prints the parameter count as a % of the released 2,975,969,728-parameter GR00T N1.6 model
+Prints the parameter count as a % of the released 2,975,968,192-parameter GR00T N1.6 model
 (target <= 1%) and the time of SheafStreams against a single Linear(D, D) measured in the same run:
 forward+backward at --batch, and the inference forward (eval, no grad, batch 1) with the step-size
 bound `lambda_max_bound` timed on its own. On CUDA the timings synchronise and run in bf16 autocast.
@@ -17,7 +17,7 @@ from svms.device import resolve_device
 from svms.sheaf import SheafStreams, SheafStreamsConfig
 from timing import median_time
 
-N1D6_3B_PARAMS = 2_975_969_728
+N1D6_3B_PARAMS = 2_975_968_192
 
 
 def main() -> None:
