@@ -236,3 +236,17 @@ def test_fine_tune_overrides_only_what_the_reference_honours(tiny_release):
     assert p.settings.color_jitter_params == {"hue": 0.02} and p.settings.shortest_image_edge == 56
     with pytest.raises(SvmsError, match=r"shortest_image_edge.*processor_config.json"):
         run_processor(TAG, config, tiny_release, {"shortest_image_edge": 128})
+
+
+def test_eval_and_serve_use_the_checkpoints_processing(tiny_release):
+    """`svms eval` and `svms serve` load through `Gr00tPolicy.from_checkpoint`: the release's order and every
+    setting reach the policy; the tag must be named (the release has statistics for three)."""
+    from svms.eval.policy import Gr00tPolicy
+
+    with pytest.raises(SvmsError, match="pass the embodiment tag"):
+        Gr00tPolicy.from_checkpoint(tiny_release, device="cpu")
+    policy = Gr00tPolicy.from_checkpoint(tiny_release, TAG, device="cpu")
+    assert list(policy.config.state.modality_keys) == release_kwargs()["modality_configs"][TAG]["state"][
+        "modality_keys"]
+    assert policy.processor.settings.color_jitter_params == JITTER
+    assert set(policy.processor.configs) == {"behavior_r1_pro", "gr1", TAG}

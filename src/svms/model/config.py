@@ -3,6 +3,12 @@
 Field names and code defaults are the reference's, so a released `config.json` loads unchanged; keys this
 class does not know (the reference's private `_…` entries, newer fields) are kept in `extra` and written back.
 Every value is checked at construction and a bad one raises `SvmsError` naming the field and the fix.
+
+The processing fields here (padded sizes, horizon, image and augmentation settings, the sin/cos and relative
+switches) keep the reference's code defaults (29/29, both switches off). They decide processing only for a
+fresh model, through `svms.data.processor.ProcessorSettings.from_model_config`; wherever a checkpoint is
+involved its `processor_config.json` wins (the release's `config.json` and `processor_config.json` differ
+on colour jitter, and the processor file is the one that applies).
 """
 
 from __future__ import annotations
