@@ -91,9 +91,10 @@ class ProcessorSettings:
         for name, supported in UNIMPLEMENTED_FIELDS.items():
             if getattr(self, name) != supported:
                 raise SvmsError(
-                    f"processor setting {name} = {getattr(self, name)!r} is not implemented here (only "
-                    f"{supported!r} is); set {name} to {json.dumps(supported)} in processor_config.json (or, "
-                    "for a fresh model, the model config), or use NVIDIA's reference for that image path."
+                    f"processor setting {name} = {json.dumps(getattr(self, name))} is not implemented here "
+                    f"(only {json.dumps(supported)} is); set {name} to {json.dumps(supported)} in "
+                    f"processor_config.json (a fresh model takes it from the model config's "
+                    f"{MODEL_CONFIG_FIELDS[name]}), or use NVIDIA's reference for that setting."
                 )
         for name in ("max_state_dim", "max_action_dim", "max_action_horizon", "shortest_image_edge"):
             v = getattr(self, name)
