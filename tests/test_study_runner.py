@@ -219,10 +219,15 @@ def test_slurm_launcher_through_submitits_local_executor(tmp_path, stub):
     assert_dependency_order(out)
 
 
-def test_slurm_jobs_carry_the_plans_resources_and_afterok_dependencies(tmp_path):
+def test_slurm_jobs_carry_the_plans_resources_and_afterok_dependencies(tmp_path, monkeypatch):
     pytest.importorskip("submitit")
     from svms.study.launchers import SlurmLauncher
 
+    bin_dir = tmp_path / "bin"  # submitit's SLURM executor looks for srun on PATH
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text("#!/bin/sh\n")
+    (bin_dir / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
     text = write_plan(tmp_path, launcher="slurm").read_text().replace("gpus = 0", "gpus = 2\npartition = \"a100\"")
     (tmp_path / "plan.toml").write_text(text)
     plan = load_plan(tmp_path / "plan.toml")

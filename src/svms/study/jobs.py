@@ -35,7 +35,12 @@ class Job:
 
     @property
     def label(self) -> str:
-        return f"{VERBS[self.kind]} {self.name}"
+        if self.kind in ("open_loop", "closed_loop"):
+            return f"{VERBS[self.kind]} {Path(self.args['run']).name}"
+        if self.kind == "generate":
+            return f"{VERBS[self.kind]} {Path(self.args['out']).name}"
+        return VERBS[self.kind] + (" -> report.md" if self.kind == "compare" else
+                                   "" if self.kind == "pretrain" else f" {self.name}")
 
     @property
     def weight(self) -> float:
