@@ -181,3 +181,25 @@ def test_demo_quick_plan_keeps_the_cached_data_key():
     data = load_plan("demo-quick").data
     old = json.dumps([tuple(data.sim_tasks), data.episodes, data.heldout, data.resolution, tuple(data.cameras)])
     assert data.key() == hashlib.sha1(old.encode()).hexdigest()[:10]
+
+
+def test_train_takes_the_control_arm_from_the_registry(tmp_path):
+    from svms.train import PHASE_DEFAULTS, TrainConfig
+
+    cfg = TrainConfig(dataset=tmp_path, out=tmp_path / "run", phase="3", arm="control")
+    assert cfg.arm == "control" and cfg.svms is False and cfg.learning_rate == PHASE_DEFAULTS["3"]["learning_rate"]
+    assert cfg.max_steps == TrainConfig(dataset=tmp_path, out=tmp_path, phase="3", arm="baseline").max_steps
+    with pytest.raises(SvmsError, match="--arm control excludes SVMS"):
+        TrainConfig(dataset=tmp_path, out=tmp_path, phase="3", arm="control", svms=True)
+
+
+def test_slurm_plan_without_submitit_names_the_extra(tmp_path, dataset, monkeypatch):
+    import sys
+
+    from svms.study import run_study
+
+    monkeypatch.setitem(sys.modules, "submitit", None)
+    plan = load_plan(write(tmp_path, TINY + '\n[launcher]\nkind = "slurm"\n', dataset))
+    with pytest.raises(SvmsError, match=r"svms-gr00t\[slurm\]"):
+        run_study(plan, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -160,6 +160,20 @@ KINDS = {"generate": generate_data, "pretrain": pretrain, "train": train_run, "o
          "closed_loop": closed_loop, "compare": compare_runs}
 
 
+def run_forked(spec: str, log: str, env: dict[str, str], cwd: str) -> None:
+    """The local launcher's job process: `python -m svms.study.job SPEC` with the runner's environment (plus
+    CUDA_VISIBLE_DEVICES), its output appended to the job's log."""
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    sys.stdout.flush(), sys.stderr.flush()
+    os.dup2(fd, 1), os.dup2(fd, 2)
+    code = cli([spec])
+    sys.stdout.flush(), sys.stderr.flush()
+    sys.exit(code)
+
+
 def cli(argv: list[str]) -> int:
     if len(argv) != 1:
         print("usage: python -m svms.study.job OUT/.study/jobs/NAME.json", file=sys.stderr)
