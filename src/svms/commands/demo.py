@@ -16,8 +16,9 @@ class Demo:
     data), each compared with the baseline and with full SVMS. Rerunning the same command resumes; an --out that
     is not this demo's study is refused untouched."""
 
-    out: Path = Path("runs/demo")
-    """study folder (rerun to resume; another plan's or a foreign folder is refused)"""
+    out: Path | None = None
+    """study folder (default runs/demo, runs/demo-quick, runs/demo-ablations, ...; rerun to resume; another
+    plan's study or a foreign folder is refused)"""
     quick: bool = False
     """one task, one seed, fewer steps: the CI-sized run"""
     ablations: bool = False

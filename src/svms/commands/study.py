@@ -27,7 +27,7 @@ class Study:
     process (locally or as SLURM jobs, per the plan's [launcher]); rerunning the same command resumes, skipping
     finished jobs. An --out that exists and is not this plan's study is refused untouched."""
 
-    plan: Annotated[str, tyro.conf.Positional]
+    plan: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="PLAN")]
     """a plan TOML file, or a built-in plan: demo, demo-quick"""
     out: Path | None = None
     """study folder (default runs/<plan name>)"""

@@ -22,16 +22,19 @@ from svms.study.plan import Plan, load_plan
 def demo_plan(quick: bool = False, ablations: bool = False) -> Plan:
     """The plan of `svms demo [--quick] [--ablations]`: ablations add arms, with the SVMS arm's budgets and seeds."""
     plan = load_plan("demo-quick" if quick else "demo", arms_extra=ABLATIONS if ablations else ())
-    return replace(plan, name=f"{plan.name} --ablations") if ablations else plan
+    return replace(plan, name=f"{plan.name}-ablations") if ablations else plan
 
 
-def run_demo(out: Path, quick: bool = False, ablations: bool = False, gpus: tuple[str, ...] = ()) -> Path:
-    """Run (or resume) the demo into `out`; returns the report path."""
+def run_demo(out: Path | None = None, quick: bool = False, ablations: bool = False,
+             gpus: tuple[str, ...] = ()) -> Path:
+    """Run (or resume) the demo into `out` (default runs/<plan name>: demo, demo-quick, demo-ablations, ...);
+    returns the report path."""
     from svms.sim.tasks import import_simulator
     from svms.study.runner import run_study
     from svms.study.state import check_folder
 
     plan = demo_plan(quick, ablations)
+    out = Path("runs") / plan.name if out is None else Path(out)
     check_folder(Path(out).resolve(), plan)  # refuse a foreign --out before anything else
     import_simulator()  # fail now, with the install hint, if robosuite/mujoco are missing
     return run_study(plan, out, gpus)

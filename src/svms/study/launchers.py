@@ -35,6 +35,8 @@ class Progress(Protocol):
 
     def finished(self, job: Job, state: dict[str, Any]) -> None: ...
 
+    def failed(self, job: Job) -> None: ...
+
 
 def failure(out: Path, job: Job, state: dict[str, Any], rc: int | None, log: Path | None = None) -> SvmsError:
     log = log or log_path(out, job.name)
@@ -86,6 +88,7 @@ class LocalLauncher:
                             state = update_state(out, name, state="failed", rc=rc)
                         else:
                             state = update_state(out, name, rc=rc)
+                        progress.failed(job)
                         failed = failed or failure(out, job, state, rc)
         finally:
             signal.signal(signal.SIGTERM, previous)
@@ -184,6 +187,7 @@ class SlurmLauncher:
                         done.add(name)
                         progress.finished(job, state)
                         continue
+                    progress.failed(job)
                     for other in submitted.values():  # SLURM would keep the dependents pending forever
                         other.cancel(check=False)
                     submitted.clear()

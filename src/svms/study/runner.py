@@ -57,6 +57,10 @@ class Progress:
         print(f"{head} done in {_duration(time.time() - start)}{f' ({short})' if short else ''}; "
               f"ETA {self.eta()}", flush=True)
 
+    def failed(self, job: Job) -> None:
+        self.running.pop(job.name, None)
+        print(f"{'' if self.inline else f'{self._tag(job)} {job.label} ...'} failed", flush=True)
+
     def eta(self) -> str:
         rates: dict[str, list[float]] = {}
         for job in self.jobs:
@@ -117,9 +121,10 @@ def run_study(plan: Plan, out: Path, gpus: tuple[str, ...] = (), cluster: str | 
         jobs = expand(plan, out)
         states = load_states(out, jobs)
         done = {name for name, s in states.items() if s["state"] == "done"}
+        kept = [j.name for j in jobs if j.name in done]
+        listed = ", ".join(kept) if len(kept) <= 6 else ", ".join(kept[:5]) + f", ... {kept[-1]}"
         print(f"[study] plan {plan.name} (digest {plan.digest()}) into {out}: {len(jobs)} jobs"
-              + (f", {len(done)} finished earlier and kept ({', '.join(j.name for j in jobs if j.name in done)})"
-                 if done else ""), flush=True)
+              + (f", {len(done)} finished earlier and kept ({listed})" if done else ""), flush=True)
         local = plan.launcher.kind == "local"
         progress = Progress(jobs, states, len(gpus) if local and gpus else 1, inline=local and len(gpus) <= 1)
         launcher.run(out, jobs, done, progress)
