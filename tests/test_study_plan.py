@@ -203,3 +203,12 @@ def test_slurm_plan_without_submitit_names_the_extra(tmp_path, dataset, monkeypa
     with pytest.raises(SvmsError, match=r"svms-gr00t\[slurm\]"):
         run_study(plan, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_dry_run_lists_the_jobs_and_creates_nothing(tmp_path, dataset, capsys):
+    path = write(tmp_path, TINY, dataset)
+    assert main(["study", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "training svms-seed1-phase3: phase 3, 8 steps x batch 2, data offset 20" in printed
+    assert "training control-seed0: phase 3, 4 steps x batch 2" in printed
+    assert not (tmp_path / "out").exists()

@@ -33,6 +33,8 @@ class Study:
     """study folder (default runs/<plan name>)"""
     gpus: str | None = None
     """local launcher: GPU ids to run one job per GPU in parallel, e.g. 0,1 (default: one job at a time)"""
+    dry_run: bool = False
+    """check the plan and print its jobs (steps, batch, data offset, dependencies) without running anything"""
 
     def run(self) -> int:
         from svms.study import load_plan, run_study
@@ -40,6 +42,9 @@ class Study:
 
         plan = load_plan(self.plan)
         out = self.out or Path("runs") / plan.name
+        if self.dry_run:
+            print_jobs(plan, out)
+            return 0
         check_folder(out.resolve(), plan)  # refuse a foreign --out before anything else
         if plan.data.sim_tasks:
             from svms.sim.tasks import import_simulator
@@ -48,3 +53,21 @@ class Study:
         report = run_study(plan, out, parse_gpus(self.gpus))
         print(f"open {report}")
         return 0
+
+
+def print_jobs(plan, out: Path) -> None:
+    """One line per job of the plan, in the order the local launcher runs them."""
+    from svms.study.jobs import expand
+
+    jobs = expand(plan, out)
+    print(f"plan {plan.name} (digest {plan.digest()}), {len(jobs)} jobs into {out.resolve()}:")
+    for k, job in enumerate(jobs, 1):
+        args = job.args.get("train", job.args)
+        sizes = ""
+        if "max_steps" in args:
+            sizes = (f": phase {args['phase']}, {args['max_steps']} steps x batch {args['global_batch_size']}"
+                     f"{', data offset ' + str(args['data_offset']) if args.get('data_offset') else ''}"
+                     f"{', lr ' + str(args['learning_rate']) if args.get('learning_rate') else ''}")
+        after = f" (after {', '.join(job.deps)})" if job.deps and len(job.deps) <= 3 else (
+            f" (after {len(job.deps)} jobs)" if job.deps else "")
+        print(f"  {k:3d}. {job.label}{sizes}{after}")
