@@ -53,7 +53,9 @@ def check_folder(out: Path, plan: Plan) -> bool:
                 f"{mine.get('source')}), not of plan {plan.name!r} (digest {digest}, from {plan.source}); rerun "
                 "with the same plan to resume it, or choose another --out (nothing was changed)")
         return True
-    if out.exists() and any(out.iterdir()):
+    # a marker's temporary file alone is a kill while claiming the folder: still ours to claim
+    foreign = [p for p in out.iterdir() if not p.name.startswith(f".{MARKER}.")] if out.exists() else []
+    if foreign:
         raise SvmsError(f"--out {out} exists, is not empty and is not a study folder (no {MARKER}); a study "
                         "never writes into or deletes a folder it did not create. Choose a new or empty --out "
                         "(nothing was changed)")
