@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -174,13 +174,15 @@ def test_pretraining_cache_key_follows_what_determines_it(tmp_path, dataset):
     assert key(TINY) != key(edited("shortest_image_edge=56", "shortest_image_edge=64"))
 
 
-def test_demo_quick_plan_keeps_the_cached_data_key():
-    """The plan's data key is the old demo's formula, so caches made before stay valid."""
-    import hashlib
+def test_data_key_changes_with_the_generator_version(monkeypatch):
+    """Data written by an older `svms sim generate` are never reused: the key holds the generator's version."""
+    import svms.study.plan as plan_module
 
     data = load_plan("demo-quick").data
-    old = json.dumps([tuple(data.sim_tasks), data.episodes, data.heldout, data.resolution, tuple(data.cameras)])
-    assert data.key() == hashlib.sha1(old.encode()).hexdigest()[:10]
+    before = data.key()
+    monkeypatch.setattr(plan_module, "SIM_DATA_VERSION", plan_module.SIM_DATA_VERSION + 1)
+    assert data.key() != before
+    assert replace(data, episodes=data.episodes + 1).key() != data.key()
 
 
 def test_train_takes_the_control_arm_from_the_registry(tmp_path):

@@ -295,20 +295,26 @@ class Gr00tProcessor:
             self.embodiment_id(tag),
         )
         if state is not None:
-            norm = self.normalizer(tag)
-            sample.state = pad_state(norm.normalize_state(state), s.max_state_dim)
-            if action is not None:
-                act, mask_dtype = norm.normalize_action(action, state)
-                sample.action = pad_action(act, s.max_action_dim, s.max_action_horizon)
-                sample.action_mask = action_mask(
-                    act.shape[0], act.shape[1], s.max_action_dim, s.max_action_horizon, mask_dtype
-                )
+            sample.state, sample.action, sample.action_mask = self.state_action(tag, state, action)
         elif action is not None:
             raise SvmsError(
                 "actions were given without a state; relative actions and the model both need "
                 "the observation's state."
             )
         return sample
+
+    def state_action(
+        self, tag: str, state: Mapping[str, np.ndarray], action: Mapping[str, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """The model's state (T, max_state_dim) and, with `action`, its padded action chunk and
+        `action_mask` from raw {key: array} in physical units: the non-image part of a sample."""
+        s, norm = self.settings, self.normalizer(tag)
+        padded_state = pad_state(norm.normalize_state(state), s.max_state_dim)
+        if action is None:
+            return padded_state, None, None
+        act, mask_dtype = norm.normalize_action(action, state)
+        mask = action_mask(act.shape[0], act.shape[1], s.max_action_dim, s.max_action_horizon, mask_dtype)
+        return padded_state, pad_action(act, s.max_action_dim, s.max_action_horizon), mask
 
     def decode_action(
         self, tag: str, action_pred: np.ndarray | torch.Tensor, state: Mapping[str, np.ndarray]

@@ -35,6 +35,11 @@ RESERVED_FLAGS = {
 }
 
 
+# Bumped whenever `svms sim generate` writes different data for the same arguments. 2: continuous end-effector
+# quaternions through scipy, state keys in the release's order.
+SIM_DATA_VERSION = 2
+
+
 @dataclass(frozen=True)
 class Data:
     """A dataset folder (and optionally another for open-loop evaluation), or simulated tasks to generate."""
@@ -68,10 +73,12 @@ class Data:
             raise SvmsError("[data] resolution must be >= 16, workers >= 1 and seed >= 0")
 
     def key(self) -> str:
-        """The cache key of generated data (the demo's formula, so existing caches stay valid)."""
+        """The cache key of generated data: everything `svms sim generate` is given, and the version of what it
+        writes (`SIM_DATA_VERSION`), so data written by an older generator are never reused."""
         spec: list[Any] = [list(self.sim_tasks), self.episodes, self.heldout, self.resolution, list(self.cameras)]
         if self.seed:
             spec.append(self.seed)
+        spec.append(SIM_DATA_VERSION)
         return hashlib.sha1(json.dumps(spec).encode()).hexdigest()[:10]
 
 

@@ -178,7 +178,10 @@ def _train(cfg: TrainConfig, runtime: Runtime, dataset, collate_fn, processor) -
     if not params:
         raise SvmsError(f"phase {cfg.phase} leaves no parameter trainable for this model")
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.learning_rate,
-                                  fused=runtime.device.type == "cuda")
+                                  # fused on CPU too: one pass over each tensor instead of ~10, which on a
+                                  # 2-core machine made the tiny model's optimizer step cost as much as its
+                                  # backward pass (measured 0.13 s -> 0.03 s per step)
+                                  fused=runtime.device.type in ("cuda", "cpu"))
     svms_gen = model.svms.dropout_generator(runtime.device) if model.svms is not None else None
 
     start_step = 0

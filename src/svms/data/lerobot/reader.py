@@ -243,9 +243,10 @@ class Gr00tLeRobotDataset(Dataset):
         tasks = self.meta.episodes[pos].tasks
         return tasks[0] if tasks else ""
 
-    def raw_sample(self, index: int, position: int | None = None) -> RawSample:
+    def raw_sample(self, index: int, position: int | None = None, video: bool = True) -> RawSample:
         """Sample `index` in physical units (no normalisation, no image transform); `position`, the
-        sample's place in a training run, seeds the instruction choice."""
+        sample's place in a training run, seeds the instruction choice. `video=False` skips decoding
+        (an empty `video`): for state-only consumers such as the learning benchmark's MLP."""
         pos, step = self.locate(index)
         length = int(self._lengths[pos])
         arrays = self._columns(pos)
@@ -259,7 +260,8 @@ class Gr00tLeRobotDataset(Dataset):
                 k: arrays[meta.column_of(modality, k)][rows][:, meta.key_slice(modality, k)] for k in m.modality_keys
             }
         frames = self._rows(step, cfg.video.delta_indices, length)
-        video = {k: self._video(meta.video_path(episode, k), length).frames(frames) for k in cfg.video.modality_keys}
+        video = {k: self._video(meta.video_path(episode, k), length).frames(frames)
+                 for k in (cfg.video.modality_keys if video else ())}
         language = self._language(pos, step, arrays, position)
         return RawSample(episode, step, video, out["state"], out["action"], language)
 
