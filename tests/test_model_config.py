@@ -65,7 +65,11 @@ def test_n1d6_3b_preset_matches_the_manifest_config():
 def test_tiny_preset_is_consistent_and_cpu_sized():
     c = Gr00tN1d6Config.preset("tiny")
     assert c.max_num_embodiments == 32 and c.max_state_dim >= 16 and c.max_action_dim >= 12
-    assert c.input_embedding_dim == 96 and c.diffusion_model_cfg.num_layers == 4
+    assert c.diffusion_model_cfg.num_layers == 4
+    dit = c.diffusion_model_cfg  # the DiT's width is the action tokens' width
+    assert dit.num_attention_heads * dit.attention_head_dim == c.input_embedding_dim
+    # a tiny head that learns: wider than the backbone, no DiT dropout (README, "Tiny policies that learn")
+    assert c.input_embedding_dim >= 4 * c.backbone_embedding_dim and dit.dropout == 0.0
     assert c.eagle_config["text_config"]["hidden_size"] == c.backbone_embedding_dim
     assert c.select_layer <= c.eagle_config["text_config"]["num_hidden_layers"]
 

@@ -1,15 +1,9 @@
 """`TrainConfig`: every knob of `svms train`, with the phase defaults of the seed's protocol.
 
-Fields left at None take the phase's default (table below, from the one registry `svms.protocol`), so a flag
-always wins over a phase and the resolved values are what `RUN/config.json` records. `--arm NAME` sets the
-arm's flags from the same registry (the control arm is the baseline's flags: its shorter budget is the study's).
-
-| phase   | trains                                         | lambda_aux | sheaf schedule       | lr    | batch |
-|---------|------------------------------------------------|-----------:|----------------------|-------|------:|
-| scratch | everything (tiny models on CPU)                |        0.3 | model config's       | 3e-4  |     8 |
-| 1       | SVMS only                                      |        0.5 | off (lambda 0)       | 1e-4  |    16 |
-| 2       | SVMS + bottom half of the DiT blocks           |        0.3 | adaptive 0.01 -> 0.1 | 5e-5  |    12 |
-| 3       | action head + SVMS + the tuned top LLM layers  |        0.2 | fixed 0.1            | 1e-5  |     8 |
+Fields left at None take the phase's default (the table in `svms.protocol`, the one registry of phases and
+arms), so a flag always wins over a phase and the resolved values are what `RUN/config.json` records.
+`--arm NAME` sets the arm's flags from the same registry (the control arm is the baseline's flags: its shorter
+budget is the study's).
 """
 
 from __future__ import annotations
