@@ -172,6 +172,8 @@ def test_pretraining_cache_key_follows_what_determines_it(tmp_path, dataset):
     assert key(TINY) == key(TINY.replace('name = "tiny"', 'name = "other"').replace("seeds = [0, 1]", "seeds = [5]"))
     assert key(TINY) != key(edited("steps = 3\n", "steps = 4\n"))
     assert key(TINY) != key(edited("shortest_image_edge=56", "shortest_image_edge=64"))
+    assert key(TINY) == key(edited("tensorboard = false\n", "tensorboard = false\nlog_every = 7\n"))  # shows only
+    assert key(TINY) != key(edited("tensorboard = false\n", "tensorboard = false\nmax_grad_norm = 0.5\n"))
 
 
 def test_data_key_changes_with_the_generator_version(monkeypatch):

@@ -252,3 +252,23 @@ def test_job_records_state_command_and_log(tmp_path, stub):
     assert state["started"] and state["finished"] and state["duration_s"] > 0
     assert (out / ".study" / "logs" / "baseline-seed0.log").is_file()
     assert (out / "baseline-seed0" / "stub.txt").is_file()  # the run folder is a direct child of the study
+
+
+def test_a_running_jobs_latest_training_progress_is_shown(tmp_path, capsys):
+    """Long jobs (pretraining) are not silent: the runner shows the newest `step N/M ... ETA` line of the log."""
+    from svms.study.jobs import Job
+    from svms.study.launchers import latest_progress
+    from svms.study.runner import Progress
+
+    log = tmp_path / "pretrain.log"
+    assert latest_progress(log) is None  # no log yet
+    log.write_text("=== start\nstep 50/600  loss 0.9  ETA 4m\nnoise\n" + "x" * 5000 + "\nstep 100/600  loss 0.7  ETA 3m\n")
+    assert latest_progress(log) == "step 100/600  loss 0.7  ETA 3m"
+    job = Job("pretrain", "pretrain", {}, (), ("pretrain",))
+    progress = Progress([job], {}, 1, inline=True)
+    progress.started(job, "")
+    progress.beat(job, latest_progress(log))
+    progress.finished(job, {"state": "done", "summary": "600 steps"})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].strip() == "step 100/600  loss 0.7  ETA 3m"
+    assert lines[-1].startswith("[study 1/1] pretraining ... done in")  # the job's line again, not glued on

@@ -70,6 +70,12 @@ def arm_stints(plan: Plan, arm: str) -> list[Stint]:
     return stints
 
 
+# `svms train` flags that change what a run shows or keeps, never its weights (resume is bitwise): left out of
+# the pretraining cache key, so showing more progress does not retrain a cached checkpoint.
+PRESENTATION_FLAGS = frozenset({"log_every", "tensorboard", "wandb", "save_every", "keep_checkpoints",
+                                "num_workers"})
+
+
 def run_name(arm: str, seed: int, phase: str) -> str:
     return f"{arm}-seed{seed}" if len(ARMS[arm].phases) == 1 else f"{arm}-seed{seed}-phase{phase}"
 
@@ -113,7 +119,8 @@ def expand(plan: Plan, out: Path) -> list[Job]:
                              model_override=list(plan.model.overrides), max_steps=p.steps,
                              global_batch_size=p.batch, learning_rate=p.learning_rate, seed=p.seed)
         data_id = plan.data.key() if plan.data.sim_tasks else str(plan.data.dataset)
-        cached = cache_dir() / f"pretrain-{key_of({'data': data_id, 'train': {**train, 'dataset': None}})}"
+        determining = {k: v for k, v in train.items() if k not in PRESENTATION_FLAGS and k != "dataset"}
+        cached = cache_dir() / f"pretrain-{key_of({'data': data_id, 'train': determining})}"
         b.add(Job("pretrain", "pretrain", {"train": train, "cache": str(cached),
                                            "copy_to": str(b.out / PRETRAIN_RUN)},
                   data_deps, (PRETRAIN_RUN,)))

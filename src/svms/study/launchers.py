@@ -27,6 +27,19 @@ from svms.study.plan import Launcher
 from svms.study.state import log_path, read_json, state_path, update_state
 
 POLL_S = 0.2
+BEAT_S = 15.0  # how often a running job's latest progress line is shown
+
+
+def latest_progress(log: Path) -> str | None:
+    """The last `step N/M ... ETA ...` line `svms train` wrote to a job's log (None before the first)."""
+    try:
+        with open(log, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, 2) - 4096))
+            tail = handle.read().decode(errors="replace")
+    except OSError:
+        return None
+    lines = [x.strip() for x in tail.splitlines() if x.strip().startswith("step ")]
+    return lines[-1] if lines else None
 PRELOAD = ["torch", "svms.train.trainer", "svms.eval.open_loop", "svms.eval.report"]  # never the simulator
 
 
@@ -36,6 +49,8 @@ class Progress(Protocol):
     def finished(self, job: Job, state: dict[str, Any]) -> None: ...
 
     def failed(self, job: Job) -> None: ...
+
+    def beat(self, job: Job, line: str) -> None: ...
 
 
 def failure(out: Path, job: Job, state: dict[str, Any], rc: int | None, log: Path | None = None) -> SvmsError:
@@ -57,8 +72,17 @@ class LocalLauncher:
         running: dict[str, tuple[_Forked, str | None, Job]] = {}
         failed: SvmsError | None = None
         previous = signal.signal(signal.SIGTERM, _raise_exit)
+        shown: dict[str, str | None] = {}
+        next_beat = time.time() + BEAT_S
         try:
             while pending or running:
+                if time.time() >= next_beat:  # long jobs (pretraining) show their steps, loss and ETA
+                    next_beat = time.time() + BEAT_S
+                    for name, (_, _, job) in running.items():
+                        line = latest_progress(log_path(out, name))
+                        if line and line != shown.get(name):
+                            shown[name] = line
+                            progress.beat(job, line)
                 free = [s for s in self.slots if s not in {slot for _, slot, _ in running.values()}]
                 for job in list(pending):
                     if failed is not None or not free:

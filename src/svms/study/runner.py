@@ -39,6 +39,7 @@ class Progress:
         self.index = {job.name: k + 1 for k, job in enumerate(jobs)}
         self.running: dict[str, float] = {}
         self.inline = inline  # one job at a time: start and end on one line
+        self.beaten: set[str] = set()  # jobs whose progress lines broke that line
 
     def _tag(self, job: Job) -> str:
         return f"[study {self.index[job.name]}/{len(self.jobs)}]"
@@ -53,9 +54,17 @@ class Progress:
         start = self.running.pop(job.name, time.time())
         summary = state.get("summary") or ""
         short = summary if len(summary) < 100 and "\n" not in summary else ""
-        head = "" if self.inline else f"{self._tag(job)} {job.label} ..."
+        head = f"{self._tag(job)} {job.label} ..."  # the job's line again after progress lines broke it
+        if self.inline:
+            head = f"\n{head}" if job.name in self.beaten else ""
         print(f"{head} done in {_duration(time.time() - start)}{f' ({short})' if short else ''}; "
               f"ETA {self.eta()}", flush=True)
+
+    def beat(self, job: Job, line: str) -> None:
+        """A running job's latest progress line, indented under its job line."""
+        self.beaten.add(job.name)
+        print(f"\n    {line}" if self.inline else f"    {job.name}: {line}", end="" if self.inline else "\n",
+              flush=True)
 
     def failed(self, job: Job) -> None:
         self.running.pop(job.name, None)
