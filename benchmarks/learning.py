@@ -9,6 +9,10 @@ and their ratio.
 
     .venv/bin/python benchmarks/learning.py                # the demo's pretraining length
     .venv/bin/python benchmarks/learning.py --steps 100    # shorter
+    .venv/bin/python benchmarks/learning.py --retrain      # train the GR00T again even if the study cached it
+
+Without `--steps` or `--retrain`, a pretraining run that `svms study` already cached for the plan (the same
+key: bit-identical training) is read instead of trained again; its seconds per step are then not measured.
 """
 
 from __future__ import annotations
@@ -112,6 +116,7 @@ def main() -> None:
     parser.add_argument("--plan", default="demo", help="a built-in plan or a TOML file with [data] and [pretrain]")
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the plan's pretraining)")
     parser.add_argument("--mlp-width", type=int, default=512)
+    parser.add_argument("--retrain", action="store_true", help="train the GR00T even when the study cached it")
     args = parser.parse_args()
 
     plan = load_plan(args.plan, check_paths=False)
@@ -129,7 +134,13 @@ def main() -> None:
         steps, batch = train_args["max_steps"], train_args["global_batch_size"]
         print(f"plan {plan.name}: {steps} steps at batch {batch}, learning rate {train_args['learning_rate']}, "
               f"seed {train_args['seed']}", flush=True)
-        gr00t, gr00t_s = train_gr00t(train_args, Path(tmp) / "gr00t")
+        cached = Path(jobs["pretrain"].args["cache"])
+        if args.steps is None and not args.retrain and (cached / "metrics.jsonl").is_file():
+            print(f"tiny GR00T: the study's cached pretraining run {cached} (--retrain to train it again)")
+            lines = (cached / "metrics.jsonl").read_text().splitlines()
+            gr00t, gr00t_s = [json.loads(line)["flow_loss"] for line in lines], float("nan")
+        else:
+            gr00t, gr00t_s = train_gr00t(train_args, Path(tmp) / "gr00t")
         mlp, mlp_s = train_mlp(train_args, args.mlp_width, Path(tmp) / "mlp")
 
     print("\nflow-matching loss, mean per tenth of the run")
