@@ -4,7 +4,6 @@ phase chains, open-loop evaluation, the comparison report. A couple of optimizer
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 

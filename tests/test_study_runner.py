@@ -262,7 +262,8 @@ def test_a_running_jobs_latest_training_progress_is_shown(tmp_path, capsys):
 
     log = tmp_path / "pretrain.log"
     assert latest_progress(log) is None  # no log yet
-    log.write_text("=== start\nstep 50/600  loss 0.9  ETA 4m\nnoise\n" + "x" * 5000 + "\nstep 100/600  loss 0.7  ETA 3m\n")
+    log.write_text("=== start\nstep 50/600  loss 0.9  ETA 4m\nnoise\n" + "x" * 5000
+                   + "\nstep 100/600  loss 0.7  ETA 3m\n")
     assert latest_progress(log) == "step 100/600  loss 0.7  ETA 3m"
     job = Job("pretrain", "pretrain", {}, (), ("pretrain",))
     progress = Progress([job], {}, 1, inline=True)
