@@ -33,6 +33,12 @@ def _tiny_head(**overrides) -> Gr00tActionHead:
     return Gr00tActionHead(dataclasses.replace(Gr00tN1d6Config.preset("tiny"), **overrides))
 
 
+def _dropout_head() -> Gr00tActionHead:
+    """The tiny head with the release's DiT dropout (the tiny preset turns it off)."""
+    dit = dataclasses.replace(Gr00tN1d6Config.preset("tiny").diffusion_model_cfg, dropout=0.2)
+    return _tiny_head(diffusion_model_cfg=dit)
+
+
 def _batch(head: Gr00tActionHead, b: int = 2, s: int = 10) -> dict[str, torch.Tensor]:
     """Random inputs: each sample has text, image and (sample 1) left-padding tokens."""
     c = head.config
@@ -225,7 +231,7 @@ def test_state_dropout_replaces_the_state_token_even_in_eval():
 
 
 def test_frozen_modules_stay_in_eval_mode():
-    head = _tiny_head()
+    head = _dropout_head()
     head.set_trainable(tune_projector=False, tune_diffusion_model=False, tune_vlln=True)
     head.train()
     assert head.training and head.vlln.training
@@ -240,7 +246,7 @@ def test_frozen_modules_stay_in_eval_mode():
 
 
 def test_trainable_dit_uses_dropout_in_training():
-    head = _tiny_head().train()
+    head = _dropout_head().train()
     x, y = _batch(head), _actions(head)
     o1 = head(**x, **y, generator=torch.Generator().manual_seed(0))
     o2 = head(**x, **y, generator=torch.Generator().manual_seed(0))
