@@ -30,16 +30,27 @@ class DataInspect:
 class DataValidate:
     """Check a dataset strictly; exit 1 on any inconsistency (each printed with its file and the fix).
 
-    A dataset that lacks only meta/stats.json is valid; the note says how to compute it.
+    Checked: meta/ files, each episode's parquet columns (dtypes, widths against info.json and modality.json,
+    NaN/Inf, timestamps, frame_index, episode_index, task indices), its videos (frame count, fps, size) and
+    the statistics files (finite, as wide as their columns). A dataset that lacks only meta/stats.json is
+    valid; the note says how to compute it. Training and evaluation refuse what is an error here, except a
+    length in episodes.jsonl that differs from the parquet rows and metadata totals (they warn).
     """
 
     path: Annotated[Path, tyro.conf.Positional]
     """dataset folder (the one containing meta/)"""
+    max_abs: float = 1e6
+    """state/action values beyond ±this are reported (a warning unless --strict-extremes)"""
+    strict_extremes: bool = False
+    """make values beyond --max-abs an error"""
 
     def run(self) -> int:
         from svms.data.lerobot import validate_dataset
 
-        problems = validate_dataset(self.path, progress=True)
+        if not self.max_abs > 0:
+            raise SvmsError(f"--max-abs {self.max_abs}: use a positive number")
+        problems = validate_dataset(self.path, progress=True, max_abs=self.max_abs,
+                                    strict_extremes=self.strict_extremes)
         for p in problems:
             print(p)
         errors = [p for p in problems if p.severity == "error"]

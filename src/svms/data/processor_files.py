@@ -44,6 +44,19 @@ def _read_json(path: Path) -> Any:
                         "checkpoint") from err
 
 
+def check_embodiment_ids(ids: Any, path: Path) -> None:
+    """`embodiment_id.json` maps each tag to its projector slot, a non-negative integer."""
+    example = '{"new_embodiment": 10}'
+    if not isinstance(ids, dict):
+        raise SvmsError(f"{path} must be a JSON object mapping embodiment tags to projector indices (e.g. {example}), "
+                        f"not {type(ids).__name__}; copy it again from the checkpoint")
+    for tag, value in ids.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise SvmsError(f"{path}: embodiment tag {tag!r} maps to {value!r}; each tag needs its projector index, "
+                            f"a non-negative integer (e.g. {example}). Fix the entry or copy the file again from "
+                            "the checkpoint")
+
+
 def save_processor(processor: Gr00tProcessor, folder: str | Path) -> None:
     """Write the three processor files of `processor` into `folder` (the release's layout and field order)."""
     folder = Path(folder)
@@ -86,6 +99,8 @@ def load_processor(folder: str | Path) -> Gr00tProcessor:
                             "modality needs delta_indices and modality_keys") from err
     statistics = _read_json(folder / STATISTICS) if (folder / STATISTICS).is_file() else {}
     ids = _read_json(folder / EMBODIMENT_IDS) if (folder / EMBODIMENT_IDS).is_file() else None
+    if ids is not None:
+        check_embodiment_ids(ids, folder / EMBODIMENT_IDS)
     try:
         settings = ProcessorSettings.from_dict(kwargs)
     except SvmsError as err:

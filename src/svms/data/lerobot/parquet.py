@@ -1,4 +1,7 @@
-"""Episode parquet files → numpy columns: vectors (T, D) and scalars (T,), with errors naming the file."""
+"""Episode parquet files → numpy columns: vectors (T, D) and scalars (T,), with errors naming the file.
+
+A vector column whose rows differ in width cannot become one (T, D) array; that is an error naming the
+file, the column and the widths found, not numpy's reshape failure."""
 
 from __future__ import annotations
 
@@ -7,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from svms.errors import SvmsError
@@ -29,22 +33,43 @@ def parquet_rows(path: Path) -> int:
         raise SvmsError(f"parquet file {path} cannot be read ({e}); rewrite it.") from None
 
 
-def column_to_numpy(column: pa.ChunkedArray) -> np.ndarray:
-    """A list column → (T, D); a scalar column → (T,)."""
+def read_schema_names(path: Path) -> list[str]:
+    """Column names from the footer."""
+    if not path.is_file():
+        raise _missing(path)
+    try:
+        return list(pq.read_schema(path).names)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise SvmsError(f"parquet file {path} cannot be read ({e}); rewrite it.") from None
+
+
+def is_list_type(kind: pa.DataType) -> bool:
+    return pa.types.is_list(kind) or pa.types.is_fixed_size_list(kind) or pa.types.is_large_list(kind)
+
+
+def column_to_numpy(column: pa.ChunkedArray, where: str = "a parquet column") -> np.ndarray:
+    """A list column → (T, D); a scalar column → (T,). Rows of unequal width (or empty rows) are an
+    SvmsError naming `where` (the file and column)."""
     array = column.combine_chunks()
-    if (
-        pa.types.is_list(array.type)
-        or pa.types.is_fixed_size_list(array.type)
-        or pa.types.is_large_list(array.type)
-    ):
+    if is_list_type(array.type):
         n = len(array)
+        widths = pc.fill_null(pc.list_value_length(array), -1).to_numpy(zero_copy_only=False)  # null row: -1
+        if n and widths.min() != widths.max():
+            first = int(np.flatnonzero(widths != widths[0])[0])
+            found = ", ".join("null" if w < 0 else str(w) for w in sorted(set(widths.tolist()))[:6])
+            raise SvmsError(
+                f"{where} has rows of different widths ({found}; row {first} differs from row 0); every "
+                "row of a vector column needs the same number of values, the width info.json's features "
+                "declare. Rewrite the column."
+            )
         values = array.flatten().to_numpy(zero_copy_only=False)
         return values.reshape(n, -1) if n else values.reshape(0, 0)
     return array.to_numpy(zero_copy_only=False)
 
 
-def read_columns(path: Path, columns: Sequence[str]) -> dict[str, np.ndarray]:
-    """Read `columns` of one episode file; a missing column is an SvmsError listing the present ones."""
+def read_columns(path: Path, columns: Sequence[str], episode: int | None = None) -> dict[str, np.ndarray]:
+    """Read `columns` of one episode file; a missing column is an SvmsError listing the present ones.
+    `episode` (its index) is named in errors about a column's rows."""
     if not path.is_file():
         raise _missing(path)
     try:
@@ -58,4 +83,5 @@ def read_columns(path: Path, columns: Sequence[str]) -> dict[str, np.ndarray]:
         table = pq.read_table(path, columns=list(dict.fromkeys(columns)))
     except (pa.ArrowInvalid, OSError) as e:
         raise SvmsError(f"parquet file {path} cannot be read ({e}); rewrite it.") from None
-    return {c: column_to_numpy(table.column(c)) for c in columns}
+    owner = f" (episode {episode})" if episode is not None else ""
+    return {c: column_to_numpy(table.column(c), f"parquet file {path}{owner}: column {c!r}") for c in columns}

@@ -17,6 +17,7 @@ view: eval image transform, instruction from the dataset's own stream.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import warnings
 from collections.abc import Mapping, Sequence
@@ -26,10 +27,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
 from svms.data.aux_labels import prompt_aux_labels
 from svms.data.collate import collate
+from svms.data.lerobot.checks import check_loadable
 from svms.data.lerobot.embodiment import resolve_config
 from svms.data.lerobot.meta import DatasetMeta, load_meta, modality_range_problems
 from svms.data.lerobot.parquet import parquet_rows, read_columns
@@ -107,6 +109,9 @@ class Gr00tLeRobotDataset(Dataset):
                 raise SvmsError(f"{self.meta.root}: episodes {sorted(unknown)} are not in meta/episodes.jsonl")
             n_valid = np.where([ep.index in chosen for ep in self.meta.episodes], n_valid, 0)
         self._offsets = np.concatenate([[0], np.cumsum(n_valid)])
+        # every error `svms data validate` reports in the episodes used, before any sample is cut
+        used = [p for p, ep in enumerate(self.meta.episodes) if episodes is None or ep.index in chosen]
+        check_loadable(self.meta, used, statistics=statistics is None)
         if self._offsets[-1] == 0:
             raise SvmsError(
                 f"{self.meta.root}: no episode is long enough for an action chunk of {span} steps "
@@ -173,8 +178,10 @@ class Gr00tLeRobotDataset(Dataset):
             numeric = {meta.column_of(m, k) for m in ("state", "action") for k in getattr(cfg, m).modality_keys}
             language = meta.language_column(cfg.language.modality_keys[0])
             path = meta.data_path(meta.episodes[pos].index)
-            arrays = read_columns(path, sorted(numeric) + ([language] if language else []))
+            episode = meta.episodes[pos].index
+            arrays = read_columns(path, sorted(numeric) + ([language] if language else []), episode)
             for column in numeric:
+                self._check_vector(path, episode, column, arrays[column])
                 values = arrays[column] = np.asarray(arrays[column], np.float32)
                 if not np.all(np.isfinite(values)):
                     row = int(np.argwhere(~np.isfinite(values))[0][0])
@@ -184,6 +191,27 @@ class Gr00tLeRobotDataset(Dataset):
                     )
             self._episodes[pos] = arrays
         return self._episodes[pos]
+
+    def _check_vector(self, path: Path, episode: int, column: str, values: np.ndarray) -> None:
+        """A state/action column must hold numbers, a list per row, as wide as the slices read from it."""
+        for m in ("state", "action"):
+            for key in getattr(self.config, m).modality_keys:
+                cut = self.meta.key_slice(m, key)
+                if self.meta.column_of(m, key) != column:
+                    continue
+                if values.dtype.kind not in "fiub":
+                    found = "strings" if values.dtype.kind in "OUS" else f"{values.dtype} values"
+                elif values.ndim != 2:
+                    found = "one number per row"
+                elif values.shape[1] < cut.stop:
+                    found = f"{values.shape[1]} values per row"
+                else:
+                    continue
+                raise SvmsError(
+                    f"{path} (episode {episode}): column {column!r} holds {found}, but {m} key {key!r} reads "
+                    f"[{cut.start}:{cut.stop}] of it (meta/modality.json); store a float list per row at least "
+                    f"{cut.stop} wide (`svms data validate {self.meta.root}` lists every such problem)."
+                )
 
     def _rows(self, step: int, deltas: Sequence[int], length: int) -> np.ndarray:
         return np.clip(step + np.asarray(deltas, dtype=np.int64), 0, length - 1)
@@ -276,11 +304,12 @@ class Gr00tLeRobotDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> ProcessedSample:
         index, position = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (key, None)
-        raw = self.raw_sample(index, position)
-        rng = None
-        if position is not None and self.train_augment:
-            rng = np.random.default_rng([self.seed, position])
-        return self.processor(self.tag, raw.video, raw.language, raw.state, raw.action, rng=rng)
+        with WorkerDataError.carried():
+            raw = self.raw_sample(index, position)
+            rng = None
+            if position is not None and self.train_augment:
+                rng = np.random.default_rng([self.seed, position])
+            return self.processor(self.tag, raw.video, raw.language, raw.state, raw.action, rng=rng)
 
     def collator(self, tokenizer=None, aux_labels: bool = True) -> BatchCollator:
         return BatchCollator(tokenizer, aux_labels)
@@ -297,7 +326,39 @@ class BatchCollator:
     aux_labels: bool = True
 
     def __call__(self, samples: Sequence[ProcessedSample]) -> dict[str, Any]:
-        batch = collate(samples, self.tokenizer)
-        if self.aux_labels:
-            batch["aux_labels"] = prompt_aux_labels(batch["input_ids"], batch["attention_mask"], self.tokenizer)
-        return batch
+        with WorkerDataError.carried():
+            batch = collate(samples, self.tokenizer)
+            if self.aux_labels:
+                batch["aux_labels"] = prompt_aux_labels(batch["input_ids"], batch["attention_mask"],
+                                                        self.tokenizer)
+            return batch
+
+
+#: Brackets an error message inside the text torch builds from a worker's traceback.
+_MARK = "\x1e"
+
+
+class WorkerDataError(SvmsError):
+    """An SvmsError raised in a DataLoader worker process, arriving in the main process as its own message.
+
+    torch re-raises a worker's exception in the main process as `type(text)`, text being "Caught ... in
+    DataLoader worker process N" plus the worker's whole traceback. In the worker, this error's message is
+    the original one between two marks; constructed from torch's text, it keeps only what lies between
+    them, so the user sees the one paragraph the data layer wrote (works with fork and spawn alike)."""
+
+    def __init__(self, text: str = ""):
+        parts = str(text).split(_MARK)
+        super().__init__(parts[1] if len(parts) >= 3 else text)
+
+    @classmethod
+    @contextlib.contextmanager
+    def carried(cls):
+        """In a worker process, turn an SvmsError raised inside into a WorkerDataError; elsewhere do nothing."""
+        try:
+            yield
+        except SvmsError as error:
+            if isinstance(error, WorkerDataError) or get_worker_info() is None:
+                raise
+            carrier = cls()
+            carrier.args = (f"{_MARK}{error}{_MARK}",)
+            raise carrier from None
