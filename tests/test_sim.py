@@ -4,6 +4,7 @@ with robosuite installed (marked slow), generation → validation → replay / z
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import numpy as np
 import pytest
@@ -125,6 +126,54 @@ def test_pseudo_checkpoints_and_policy_shapes():
         load_policy("runs/tiny/checkpoint-10")
     with pytest.raises(SvmsError, match="robocasa_panda_omron"):
         _check_chunk({"x": np.zeros((16, 7), np.float32)})
+
+
+def _fake_expert(monkeypatch):
+    """`generate` without robosuite: every slot "succeeds" with a short random episode."""
+    from svms.sim import generate as gen
+
+    def run(jobs, workers):
+        for task, slot, seed, cameras, resolution in jobs:
+            rng = np.random.default_rng(slot)
+            n = 4
+            frames = {c: rng.integers(0, 255, (n, resolution, resolution, 3), dtype=np.uint8) for c in cameras}
+            state = rng.standard_normal((n, sum(layout.STATE_KEYS.values())))
+            action = rng.standard_normal((n, sum(layout.ACTION_KEYS.values())))
+            yield task, slot, gen.Demonstration(task, seed, f"lift the cube {slot}", state, action, frames, True), 1
+
+    monkeypatch.setattr(gen, "_run", run)
+
+
+def test_generate_overwrite_replaces_only_its_own_dataset(monkeypatch, tmp_path):
+    """Issue 16 case 3: --overwrite replaces a dataset `svms sim generate` wrote (info.json says so) and refuses
+    any other folder, naming it and deleting nothing."""
+    from svms.commands.sim import SimGenerate
+    from svms.data.lerobot import write_synthetic_dataset
+
+    _fake_expert(monkeypatch)
+    args = dict(tasks=("Lift",), episodes=1, resolution=16, cameras=("res256_image_side_0",), workers=1)
+    out = tmp_path / "G"
+    assert SimGenerate(out, **args).run() == 0
+    assert json.loads((out / "meta/info.json").read_text())["created_by"] == "svms sim generate"
+    with pytest.raises(SvmsError, match=rf"{out} is not empty.*--overwrite"):
+        SimGenerate(out, **args).run()
+    assert SimGenerate(out, **{**args, "episodes": 2}, overwrite=True).run() == 0  # its own: replaced
+    assert json.loads((out / "meta/info.json").read_text())["total_episodes"] == 2
+
+    mine = tmp_path / "mine"  # a user's folder
+    (mine / "meta").mkdir(parents=True)
+    (mine / "notes.txt").write_text("keep me")
+    (mine / "meta/info.json").write_text("{}")
+    other = tmp_path / "other"  # a dataset someone else wrote
+    write_synthetic_dataset(other, (8,), cameras=("cam0",), hw=(16, 16))
+    (out / "results.csv").write_text("mine")  # a file added to a generated dataset
+    for folder, why in ((mine, 'has no "created_by"'), (other, '"created_by": "svms.data.lerobot.writer"'),
+                        (out, "also holds results.csv")):
+        before = sorted(p.relative_to(folder) for p in folder.rglob("*"))
+        with pytest.raises(SvmsError, match=rf"{folder} is not a dataset svms sim generate wrote.*{why}.*--overwrite"):
+            SimGenerate(folder, **args, overwrite=True).run()
+        assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == before
+    assert (mine / "notes.txt").read_text() == "keep me"
 
 
 # ---- with the simulator -------------------------------------------------------------------------

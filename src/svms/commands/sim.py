@@ -34,7 +34,7 @@ class SimGenerate:
     cameras: tuple[str, ...] = ALL_CAMERAS
     """video keys to render: side_0 = agentview, side_1 = frontview, wrist_0 = eye-in-hand"""
     overwrite: bool = False
-    """replace an existing dataset at --out"""
+    """replace a dataset `svms sim generate` wrote at --out (its meta/info.json says so); any other folder is refused"""
     heldout: int = 0
     """last episodes of every task put in the "heldout" split (the rest form "train")"""
 

@@ -29,6 +29,8 @@ LANGUAGE_KEY = "annotation.human.action.task_description"
 MAX_ATTEMPTS = 20
 #: Extra parquet columns (int64, constant per episode) that let a replay restart a recording.
 SEED_COLUMN, TASK_COLUMN = "sim.seed", "sim.task_index"
+#: info.json's "created_by": `--overwrite` replaces only a dataset that says so (and holds nothing else).
+CREATED_BY = "svms sim generate"
 #: Steps an episode continues once the task first succeeds, so that it ends in a settled state.
 HOLD_STEPS = 5
 
@@ -135,7 +137,8 @@ def generate(
     heldout: int = 0,
 ) -> GenerationReport:
     """Generate `episodes` successful demonstrations per task into a new dataset folder `out`; the last
-    `heldout` episodes of every task form the "heldout" split of info.json, the rest "train"."""
+    `heldout` episodes of every task form the "heldout" split of info.json, the rest "train". With
+    `overwrite`, a dataset this function wrote at `out` is replaced; any other non-empty folder is refused."""
     from rich.progress import Progress
 
     from svms.data.lerobot.stats_files import write_stats
@@ -146,7 +149,7 @@ def generate(
     if episodes < 1 or workers < 1:
         raise SvmsError(f"episodes ({episodes}) and workers ({workers}) must both be at least 1.")
     writer = LeRobotWriter(out, CONTROL_FREQ, STATE_KEYS, ACTION_KEYS, cameras, language_key=LANGUAGE_KEY,
-                           robot_type="panda_omron_sim", overwrite=overwrite)
+                           robot_type="panda_omron_sim", overwrite=overwrite, created_by=CREATED_BY)
     jobs = [(task, slot, seed, cameras, resolution) for task in tasks for slot in range(episodes)]
     report = GenerationReport(Path(out), dict.fromkeys(tasks, 0), dict.fromkeys(tasks, 0))
     start = time.perf_counter()

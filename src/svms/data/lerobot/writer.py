@@ -23,6 +23,10 @@ from svms.data.lerobot.meta import ACTION_COLUMN, STATE_COLUMN, DatasetMeta, loa
 from svms.data.lerobot.stats_files import write_stats
 from svms.errors import SvmsError
 
+#: info.json's "created_by" of datasets this module writes (`svms sim generate` passes its own name).
+CREATED_BY = "svms.data.lerobot.writer"
+#: What a written dataset holds at its top level; `overwrite` removes these and nothing else.
+DATASET_PARTS = ("meta", "data", "videos")
 DATA_PATH = "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"
 VIDEO_PATH = "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4"
 #: One encoder thread keeps h264 output byte-identical from run to run.
@@ -56,6 +60,23 @@ def write_video(path: Path, frames: np.ndarray, fps: float, codec: str = "h264",
         container.mux(stream.encode())
 
 
+def replaceable(root: Path, created_by: str) -> str:
+    """Why the folder `root` is not a dataset `created_by` wrote ("" when it is): its meta/info.json must
+    say `"created_by": created_by`, and it may hold nothing but meta/, data/ and videos/."""
+    info_path = root / "meta" / "info.json"
+    try:
+        info = json.loads(info_path.read_text())
+    except (OSError, ValueError):
+        return f"it has no readable {info_path.relative_to(root)}"
+    mark = info.get("created_by") if isinstance(info, dict) else None
+    if mark != created_by:
+        return f'meta/info.json says "created_by": {json.dumps(mark)}' if mark else 'meta/info.json has no "created_by"'
+    others = sorted(p.name for p in root.iterdir() if p.name not in DATASET_PARTS or not p.is_dir())
+    if others:
+        return f"it also holds {', '.join(others[:5])}"
+    return ""
+
+
 def _vector_column(values: np.ndarray, dtype: pa.DataType) -> pa.Array:
     values = np.asarray(values)
     flat = pa.array(values.reshape(-1), type=dtype)
@@ -82,6 +103,10 @@ class LeRobotWriter:
 
     `state_keys` / `action_keys` map key → width in concatenation order (modality.json slices);
     `video_keys` are the modality.json camera keys (files under `observation.images.<key>`).
+    `created_by` names the writer in info.json (`"created_by"`, a field LeRobot readers ignore); it is
+    written first, so an interrupted dataset carries it too. `overwrite` replaces only a dataset with
+    the same `created_by` and nothing but meta/, data/ and videos/ (see `replaceable`); anything else is
+    refused, never deleted.
     """
 
     def __init__(
@@ -97,14 +122,26 @@ class LeRobotWriter:
         robot_type: str | None = None,
         chunks_size: int = 1000,
         overwrite: bool = False,
+        created_by: str = CREATED_BY,
     ):
         self.root = Path(root)
-        if self.root.exists() and any(self.root.iterdir()):
-            if not overwrite:
-                raise SvmsError(f"{self.root} is not empty; choose a new folder or pass overwrite=True.")
-            shutil.rmtree(self.root)
         if not language_key.startswith("annotation."):
             raise SvmsError(f"language_key {language_key!r} must start with 'annotation.'.")
+        if self.root.exists() and not self.root.is_dir():
+            raise SvmsError(f"{self.root} is a file, not a folder; choose a new dataset folder.")
+        if self.root.is_dir() and any(self.root.iterdir()):
+            if not overwrite:
+                raise SvmsError(f"{self.root} is not empty; choose a new folder, or pass --overwrite "
+                                f"(overwrite=True) to replace a dataset {created_by} wrote there.")
+            why = replaceable(self.root, created_by)
+            if why:
+                raise SvmsError(f"{self.root} is not a dataset {created_by} wrote ({why}), so --overwrite "
+                                "(overwrite=True) leaves it alone: choose a new folder, or move or delete this "
+                                "one yourself.")
+            for name in DATASET_PARTS:
+                if (self.root / name).is_dir():
+                    shutil.rmtree(self.root / name)
+        self.created_by = created_by
         self.fps, self.codec, self.gop = fps, codec, gop
         self.state_keys, self.action_keys = dict(state_keys), dict(action_keys)
         self.video_keys, self.language_key = list(video_keys), language_key
@@ -114,6 +151,8 @@ class LeRobotWriter:
         self.video_shapes: dict[str, tuple[int, int]] = {}
         self.extra_dtypes: dict[str, str] = {}
         self.n_frames = 0
+        (self.root / "meta").mkdir(parents=True, exist_ok=True)  # the mark first: see `replaceable`
+        write_json(self.root / "meta" / "info.json", {"codebase_version": "v2.1", "created_by": created_by})
 
     def _path(self, pattern: str, index: int, **kw: str) -> Path:
         return self.root / pattern.format(episode_chunk=index // self.chunks_size, episode_index=index, **kw)
@@ -234,6 +273,7 @@ class LeRobotWriter:
         n_eps = len(self.episodes)
         info = {
             "codebase_version": "v2.1",
+            "created_by": self.created_by,
             "robot_type": self.robot_type,
             "total_episodes": n_eps,
             "total_frames": self.n_frames,
