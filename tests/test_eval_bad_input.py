@@ -95,6 +95,37 @@ def test_split_all_evaluates_training_episodes_too(checkpoint, tmp_path):
     assert metrics["split"] == "episodes" and [e["episode_index"] for e in metrics["episodes"]] == [1]
 
 
+def test_an_explicit_episode_list_is_recorded_as_such(checkpoint, tmp_path, capsys):
+    """Issue 16 case 12: `--episodes 0` (a training episode) is labelled as an explicit list, not a split."""
+    write_synthetic_dataset(tmp_path / "data", lengths=(20, 24, 18), heldout=1)
+    assert main(open_loop(checkpoint, tmp_path / "data", tmp_path / "e", "--episodes", "0")) == 0
+    metrics = json.loads((tmp_path / "e/metrics.json").read_text())
+    assert metrics["split"] == "episodes" and metrics["requested_episodes"] == [0]
+    assert "(--episodes 0, physical units)" in capsys.readouterr().out
+    assert main(open_loop(checkpoint, tmp_path / "data", tmp_path / "h")) == 0
+    metrics = json.loads((tmp_path / "h/metrics.json").read_text())
+    assert metrics["split"] == "heldout" and metrics["requested_episodes"] is None
+
+
+def test_non_finite_error_is_refused_naming_the_episode(checkpoint, tmp_path, capsys):
+    """Issue 16 case 9: recorded actions of 1e30 overflow the squared error; metrics.json is strict JSON, so
+    evaluation stops with an error naming the episode instead of writing `Infinity`."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    write_synthetic_dataset(tmp_path / "data", lengths=(20, 24, 18), heldout=1)
+    path = tmp_path / "data/data/chunk-000/episode_000002.parquet"
+    table = pq.read_table(path)
+    action = np.asarray(table.column("action").to_pylist(), np.float32)
+    action[3, 0] = 1e30
+    column = pa.array([list(map(float, row)) for row in action], pa.list_(pa.float32()))
+    pq.write_table(table.set_column(table.column_names.index("action"), "action", column), path)
+    assert main(open_loop(checkpoint, tmp_path / "data", tmp_path / "o")) == 1
+    clean_error(capsys, "open-loop error of episode 2 is not finite", "mse", "strict JSON", "svms data validate")
+    assert not (tmp_path / "o" / "metrics.json").exists()
+
+
 # --- open loop: episodes shorter than one action chunk ----------------------------------------------------------
 
 def test_short_episode_is_skipped_with_a_warning(checkpoint, tmp_path, capsys):

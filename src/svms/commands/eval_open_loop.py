@@ -34,7 +34,7 @@ class EvalOpenLoop:
     api_token: str | None = None
     """--server's API token (sent in every request)"""
     episodes: tuple[int, ...] | None = None
-    """episode indices (default: the --split episodes)"""
+    """episode indices (default: the --split episodes); metrics.json then says "split": "episodes" and lists them"""
     split: str = "heldout"
     """split of meta/info.json to evaluate, or `all` for every episode (a dataset without the split is an error)"""
     steps: int = 200
@@ -73,7 +73,9 @@ class EvalOpenLoop:
                               plots=self.plots, progress=progress)
         for w in dict.fromkeys(str(w.message) for w in caught):
             print(f"warning: {w}", file=sys.stderr)
-        table = Table("scope", "MSE", "MAE", title=f"open-loop error ({m['split']} episodes, physical units)")
+        chosen = (f"--episodes {' '.join(map(str, m['requested_episodes']))}" if m.get("requested_episodes") is not None
+                  else f"{m['split']} episodes")
+        table = Table("scope", "MSE", "MAE", title=f"open-loop error ({chosen}, physical units)")
         table.add_row("overall", f"{m['overall']['mse']:.5f}", f"{m['overall']['mae']:.5f}")
         for key, v in m["per_key"].items():
             table.add_row(key, f"{v['mse']:.5f}", f"{v['mae']:.5f}")

@@ -118,11 +118,37 @@ def summarise(results: list[EpisodeResult]) -> dict[str, Any]:
             "per_key": per_key, "per_task": per_task}
 
 
+def _non_finite(value: Any, where: str = "") -> str | None:
+    """The first field of a JSON-like value holding NaN or ±Inf (as a path such as `per_key.arm.mse`)."""
+    if isinstance(value, float):
+        return None if np.isfinite(value) else where
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _non_finite(item, f"{where}.{key}" if where else str(key))
+        if found is not None:
+            return found
+    return None
+
+
 def write_metrics(out: Path, payload: dict[str, Any]) -> Path:
+    """OUT/metrics.json as strict JSON; a non-finite value is an SvmsError naming the episode (or field)."""
+    for result in payload.get("episodes") or []:
+        field_ = _non_finite(result)
+        if field_ is not None:
+            raise SvmsError(
+                f"open-loop error of episode {result['episode_index']} is not finite ({field_} is NaN or Inf): "
+                "its recorded or predicted actions are huge or NaN, so the squared error overflows. metrics.json "
+                "must be strict JSON and was not written; check the dataset with `svms data validate "
+                f"{payload.get('dataset', 'DIR')}` (it warns about extreme values), then fix that episode or "
+                "leave it out (--episodes).")
+    field_ = _non_finite(payload)
+    if field_ is not None:
+        raise SvmsError(f"open-loop metrics field {field_} is NaN or Inf; metrics.json must be strict JSON and "
+                        "was not written. Check the dataset with `svms data validate`.")
     out.mkdir(parents=True, exist_ok=True)
     path = out / "metrics.json"
     tmp = path.with_name("metrics.json.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n")
     tmp.replace(path)
     return path
 
@@ -315,6 +341,7 @@ def run_open_loop(checkpoint: Path | None, dataset_dir: Path, out: Path, *, serv
         }
     source = str(checkpoint) if server is None else f"server:{server}"
     payload = {"checkpoint": source, "dataset": str(dataset_dir), "split": used_split,
+               "requested_episodes": None if episodes is None else [int(e) for e in episodes],
                "action_horizon": a, "steps": steps, "seed": seed, **summarise(results),
                "episodes": [r.errors() for r in results], "skipped": skipped, "svms": svms_summary}
     write_metrics(out, payload)
