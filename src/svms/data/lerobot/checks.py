@@ -196,7 +196,8 @@ def _video_problems(meta: DatasetMeta, episode: int, rows: int) -> list[Problem]
             out.append(Problem(vwhere, f"has {probe.frames} frames for {rows} rows; the extra frames are never read.",
                                "note"))
         declared = meta.video_feature_info(key)
-        for name, fps in (("fps", meta.fps), (f"{meta.video_original_key(key)}'s video.fps", declared.get("video.fps"))):
+        rates = (("fps", meta.fps), (f"{meta.video_original_key(key)}'s video.fps", declared.get("video.fps")))
+        for name, fps in rates:
             if isinstance(fps, (int, float)) and abs(probe.fps - fps) > FPS_TOLERANCE * fps:
                 out.append(Problem(vwhere, f"plays at {probe.fps:g} fps but info.json's {name} is {fps:g}; frame i "
                                            "is at i / fps, so the data and the frames would not line up. Set it to "
