@@ -26,12 +26,18 @@ class TrainingStopped(SvmsError):
         self.exit_code = 128 + signum
 
 
+class WorkersStopped(Exception):
+    """The data workers ended after a stop signal, before the current step had its samples (a signal sent to
+    the whole process group, as clusters do, reaches them too)."""
+
+
 class StopSignals:
     """Installs the handlers in the main thread (a no-op elsewhere: Python delivers signals there only)."""
 
     def __init__(self) -> None:
         self.received: int | None = None
         self._previous: dict[int, object] = {}
+        self._sigchld: object = None
 
     @property
     def name(self) -> str:
@@ -58,11 +64,26 @@ class StopSignals:
                 signal.signal(s, signal.SIG_IGN)
 
     def restore_handlers(self) -> None:
-        if self._previous:
-            for s in SIGNALS:
-                signal.signal(s, signal.SIG_DFL if self.received is not None else self._handle)
+        """Back to the stop handlers, and wrap the SIGCHLD handler the data loader installed (it raises in the
+        middle of whatever runs when a worker dies): once stopping, a worker's death is expected and surfaces
+        where the next batch is drawn instead (`WorkersStopped`)."""
+        if not self._previous:
+            return
+        for s in SIGNALS:
+            signal.signal(s, signal.SIG_DFL if self.received is not None else self._handle)
+        loader_handler = signal.getsignal(signal.SIGCHLD)
+        if callable(loader_handler) and self._sigchld is None:
+            self._sigchld = loader_handler
+
+            def on_child(signum, frame) -> None:
+                if self.received is None:
+                    loader_handler(signum, frame)
+
+            signal.signal(signal.SIGCHLD, on_child)
 
     def uninstall(self) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
-        self._previous = {}
+        if self._sigchld is not None:
+            signal.signal(signal.SIGCHLD, self._sigchld)  # torch installs its own only once per process
+        self._previous, self._sigchld = {}, None

@@ -51,7 +51,7 @@ from svms.train.run_folder import (
     write_run_config,
 )
 from svms.train.schedules import SheafSchedule, aux_weight, cosine_lr, router_temperature
-from svms.train.stop import StopSignals, TrainingStopped
+from svms.train.stop import StopSignals, TrainingStopped, WorkersStopped
 
 NO_DECAY = ("bias", "norm", "layernorm", "rmsnorm")
 
@@ -285,6 +285,15 @@ def forward_backward_step(s: Session, batch: dict[str, Any], step: int, micro: i
     return {"loss": total, **terms}, out
 
 
+def next_batch(s: Session, loader) -> dict[str, Any]:
+    try:
+        return next(loader)
+    except RuntimeError as err:  # a data worker ended: by the stop signal (process group), or a real failure
+        if s.signals.received is None or s.runtime.distributed:
+            raise
+        raise WorkersStopped(str(err)) from err
+
+
 def train_step(s: Session, loader, step: int) -> tuple[dict[str, Any], bool]:
     """One optimizer step over `grad_accumulation` micro-batches; returns its metrics record and whether every
     process is to stop after it (a signal arrived on any)."""
@@ -297,7 +306,7 @@ def train_step(s: Session, loader, step: int) -> tuple[dict[str, Any], bool]:
     sums = torch.zeros(len(LOSS_TERMS) + 1, dtype=torch.float64)  # per-step means of LOSS_TERMS, then STOP
     diagnostics: dict[str, float] = {}
     for micro in range(cfg.grad_accumulation):
-        batch = to_device(next(loader), rt.device)
+        batch = to_device(next_batch(s, loader), rt.device)
         terms, out = forward_backward_step(s, batch, step, micro, w)
         values = [float(v.detach()) for v in terms.values()]
         sums[: len(values)] += torch.tensor(values, dtype=torch.float64) / cfg.grad_accumulation
@@ -327,16 +336,16 @@ def train_step(s: Session, loader, step: int) -> tuple[dict[str, Any], bool]:
     return record, float(sums[STOP]) > 0
 
 
-def save_checkpoint(s: Session, step: int) -> Path:
+def save_checkpoint(s: Session, step: int, rng: dict[str, Any] | None = None) -> Path:
     """`RUN/checkpoint-<step>`: the model folder, the processor files and the training state (main process
-    writes, every process waits for it)."""
+    writes, every process waits for it); `rng` is the RNG state to record when not the current one."""
     def write_model(folder: Path) -> None:
         s.model.save_pretrained(folder)
         if s.processor is not None:
             save_processor(s.processor, folder)
 
     state = {"step": step, "optimizer": s.optimizer.state_dict(), "sheaf_schedule": s.sheaf.state_dict(),
-             "rng": rng_state(s.svms_gen)}
+             "rng": rng_state(s.svms_gen) if rng is None else rng}
     path = s.cfg.out / f"checkpoint-{step}"
     if s.runtime.main:
         path = write_checkpoint(s.cfg.out, step, write_model, state, s.cfg.keep_checkpoints)
@@ -444,7 +453,15 @@ def _train(cfg: TrainConfig, runtime: Runtime, signals: StopSignals, saved: dict
         if agree(runtime, signals.received is not None):  # a signal while the run was being set up
             raise stopped(s, start_step, last, saved=False)
         for step in range(start_step + 1, cfg.max_steps + 1):
-            metrics, stop = train_step(s, loader, step)
+            rng_before = rng_state(svms_gen) if cfg.num_workers else None  # what checkpoint-(step - 1) holds
+            try:
+                metrics, stop = train_step(s, loader, step)
+            except WorkersStopped as err:  # the signal ended the data workers too: keep every finished step
+                done = step - 1
+                if done > start_step and last != cfg.out / f"checkpoint-{done}":
+                    last = save_checkpoint(s, done, rng_before)
+                    raise stopped(s, done, last, saved=True) from err
+                raise stopped(s, done, last, saved=False) from err
             stop = stop if runtime.distributed else signals.received is not None  # one process: at once
             logger.log(step, metrics, cfg.global_batch_size,
                        print_line=step % cfg.log_every == 0 or step == cfg.max_steps)
