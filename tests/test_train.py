@@ -116,7 +116,7 @@ def test_trainer_feeds_samples_and_noise_from_the_data_offset(tmp_path, monkeypa
     assert noise_positions == whole_noise == [[4, 5], [6, 7]]
     assert keys == whole_keys and [p for _, p in keys] == [4, 5, 6, 7]
     assert json.loads((tmp_path / "rest" / "config.json").read_text())["data_offset"] == 4
-    with pytest.raises(SvmsError, match="data_offset = 4, not 0"):  # a resume must keep the stream
+    with pytest.raises(SvmsError, match="data_offset = 4 in the run, 0 now"):  # a resume must keep the stream
         train(TrainConfig(out=tmp_path / "rest", **{**cfg, "max_steps": 3}), Recording(tiny_model(), size=12),
               SyntheticDataset.collate)
 
@@ -305,7 +305,7 @@ def test_kill_during_checkpoint_write_leaves_the_previous_one_usable(tmp_path, m
         run(tmp_path, max_steps=4, save_every=2)
     monkeypatch.setattr(checkpoints.torch, "save", original)
     assert [s for s, _ in list_checkpoints(tmp_path / "run")] == [2]
-    assert (tmp_path / "run" / ".tmp-checkpoint-4").exists()
+    assert (tmp_path / "run" / f".tmp-checkpoint-4-{os.getpid()}").exists()  # per process, cleaned on start
     _, lines = run(tmp_path, max_steps=4, save_every=2)  # resumes from checkpoint-2 and finishes
     assert [x["step"] for x in lines] == [1, 2, 3, 4]
 

@@ -5,7 +5,10 @@ Loading builds the model on the meta device and assigns the stored tensors (cast
 model is built with), so a 3B checkpoint is read once and never initialised at random first. Keys the
 reference treats as optional (spec §2: the tied `lm_head.weight`, `mask_token`, the never-run ViT
 pooling `head.*`) may be absent; SVMS weights missing from a plain N1.6 checkpoint start fresh
-(identity at init). Any other missing, unexpected or mis-shaped key is an error listing the difference.
+(identity at init). SVMS weights a model without SVMS would drop are an error unless dropping them is asked
+for (`ignore_svms_weights`). Any other missing, unexpected or mis-shaped key is an error listing the
+difference; a weights file that cannot be read (truncated, not safetensors) is an
+`UnreadableCheckpointError` naming it.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from svms.errors import SvmsError
@@ -29,6 +32,10 @@ INDEX_NAME = "model.safetensors.index.json"
 LM_HEAD_KEY = "backbone.model.language_model.lm_head.weight"
 MASK_TOKEN_KEY = "action_head.mask_token"
 DEFAULT_SHARD_BYTES = 5 * 1024**3
+
+
+class UnreadableCheckpointError(SvmsError):
+    """A checkpoint file exists but cannot be read (truncated, corrupt): resuming may fall back past it."""
 
 
 @dataclass
@@ -91,9 +98,15 @@ def weight_files(folder: Path) -> list[Path]:
 def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     state: dict[str, torch.Tensor] = {}
     for path in weight_files(folder):
-        with safe_open(str(path), framework="pt") as f:
-            for key in f.keys():  # noqa: SIM118 (safe_open has no __iter__)
-                state[key] = f.get_tensor(key).clone()  # own, aligned storage (not the file mapping)
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                for key in f.keys():  # noqa: SIM118 (safe_open has no __iter__)
+                    state[key] = f.get_tensor(key).clone()  # own, aligned storage (not the file mapping)
+        except (SafetensorError, OSError, RuntimeError) as err:  # safetensors checks sizes against its header
+            raise UnreadableCheckpointError(
+                f"{path} cannot be read as safetensors ({err}): the file is truncated or corrupt (an interrupted "
+                f"copy or download, a full disk). Copy the checkpoint folder {folder} again, or use another "
+                "checkpoint") from err
     return state
 
 
@@ -108,11 +121,13 @@ def read_config(folder: Path, overrides: dict[str, Any] | None = None) -> Gr00tN
 
 def load_pretrained(folder: str | Path, *, overrides: dict[str, Any] | None = None,
                     device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
-                    backbone_attention: str = "sdpa"):
+                    backbone_attention: str = "sdpa", ignore_svms_weights: bool = False):
     """Build a `Gr00tN1d6` from a checkpoint folder; returns (model, LoadReport).
 
     `overrides` replace config fields (e.g. {"use_sheaf_streams": True} turns SVMS on over a plain N1.6
     checkpoint); `dtype` casts the whole model after loading (bf16 for inference as the reference does).
+    A checkpoint's `svms.*` weights under a config without SVMS are an error (the baseline would run in their
+    place), unless `ignore_svms_weights` drops them on purpose (listed in the report's `ignored`).
     """
     from svms.model.policy import Gr00tN1d6
 
@@ -129,6 +144,14 @@ def load_pretrained(folder: str | Path, *, overrides: dict[str, Any] | None = No
 
     missing = [k for k in expected if k not in stored]
     unexpected = [k for k in stored if k not in expected]
+    dropped_svms = [k for k in unexpected if k.startswith("svms.")] if model.svms is None else []
+    if dropped_svms and not ignore_svms_weights:
+        raise SvmsError(
+            f"{folder} holds {len(dropped_svms)} SVMS tensors (svms.*), but the model is built without SVMS "
+            "(use_sheaf_streams false), so they would be dropped and the plain baseline used in their place. "
+            "Turn SVMS on (`svms train --svms`, use_sheaf_streams true in config.json, or "
+            "overrides={'use_sheaf_streams': True}), or drop them on purpose with `svms train "
+            "--ignore-svms-weights` (Python: ignore_svms_weights=True)")
     svms_missing = [k for k in missing if k.startswith("svms.")]
     if svms_missing and len(svms_missing) != sum(k.startswith("svms.") for k in expected):
         raise SvmsError(f"{folder}: the checkpoint holds only part of the SVMS weights; missing "

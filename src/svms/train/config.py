@@ -45,6 +45,8 @@ class TrainConfig:
     ablation; control trains like baseline, `svms study` gives it fewer steps)"""
     init: Path | None = None
     """a GR00T N1.6 checkpoint folder, or a previous run (its newest checkpoint)"""
+    ignore_svms_weights: bool = False
+    """train without SVMS from an --init checkpoint that has SVMS weights, dropping them (otherwise an error)"""
     split: str | None = "train"
     """episodes to train on: a split of meta/info.json (all episodes when the dataset has no such split)"""
     embodiment_tag: str = "new_embodiment"

@@ -1,12 +1,15 @@
-"""The training loop, top to bottom: build, resume, then for each optimizer step draw micro-batches,
-weight the losses, step, log, checkpoint. Parallelism, checkpoints and logging are small helpers."""
+"""The training loop, top to bottom: guard and lock the run folder, build, resume, then `train_step` per
+optimizer step (`forward_backward_step` per micro-batch, named loss terms), log, checkpoint, and stop cleanly on
+a signal. Parallelism, checkpoints, run folders, signals and logging are small helpers."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
+import signal
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +22,15 @@ from svms.data.modality import normalize_tag
 from svms.data.processor_files import save_processor
 from svms.errors import SvmsError
 from svms.model import Gr00tN1d6, Gr00tN1d6Config
-from svms.model.checkpoint import read_config
+from svms.model.checkpoint import UnreadableCheckpointError, read_config
 from svms.train.checkpoints import (
+    list_checkpoints,
     newest_checkpoint,
     read_training_state,
     resolve_init,
     restore_rng,
     rng_state,
+    set_aside,
     write_checkpoint,
 )
 from svms.train.config import TrainConfig
@@ -33,7 +38,20 @@ from svms.train.data import StepBatchSampler, micro_positions, sample_noise
 from svms.train.distributed import Runtime, setup_runtime, teardown_runtime
 from svms.train.metrics import MetricsLogger, svms_diagnostics, truncate_metrics
 from svms.train.phases import apply_phase, apply_phase_dtypes, set_train_mode, trainable_summary
+from svms.train.run_folder import (
+    MARKER,
+    RunLock,
+    check_identity,
+    clean_stale_tmp,
+    dataset_fingerprint,
+    guard_out,
+    history_entry,
+    identity,
+    read_run_config,
+    write_run_config,
+)
 from svms.train.schedules import SheafSchedule, aux_weight, cosine_lr, router_temperature
+from svms.train.stop import StopSignals, TrainingStopped, WorkersStopped
 
 NO_DECAY = ("bias", "norm", "layernorm", "rmsnorm")
 
@@ -65,12 +83,13 @@ def build_model(cfg: TrainConfig, resume: Path | None) -> tuple[Gr00tN1d6, Path 
     --seed alone, not on what ran before in the process (a resumed run restores its saved RNG state later)."""
     torch.manual_seed(run_seed(cfg))
     if resume is not None:
-        return Gr00tN1d6.from_pretrained(resume), resume
+        return Gr00tN1d6.from_pretrained(resume, ignore_svms_weights=cfg.ignore_svms_weights), resume
     if cfg.init is not None:
         source = resolve_init(cfg.init)
         config = model_config(cfg, read_config(source))
         fields = {f.name for f in dataclasses.fields(Gr00tN1d6Config)} - {"extra"}
-        return Gr00tN1d6.from_pretrained(source, overrides={k: getattr(config, k) for k in fields}), source
+        return Gr00tN1d6.from_pretrained(source, overrides={k: getattr(config, k) for k in fields},
+                                         ignore_svms_weights=cfg.ignore_svms_weights), source
     return Gr00tN1d6(model_config(cfg, Gr00tN1d6Config.preset(cfg.preset))), None
 
 
@@ -124,41 +143,246 @@ def to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
             for k, v in batch.items()}
 
 
-def check_run_folder(cfg: TrainConfig, runtime: Runtime) -> Path | None:
-    """Create RUN (or say why not); on resume, refuse a run started with other phase/model flags."""
+def agree(runtime: Runtime, flag: bool) -> bool:
+    """True on every process when `flag` is True on any (one collective with several processes)."""
+    if not runtime.distributed:
+        return flag
+    return float(runtime.mean(torch.tensor([float(flag)], device=runtime.device))[0]) > 0
+
+
+def _probe_writable(out: Path, rank: int) -> None:
     try:
-        cfg.out.mkdir(parents=True, exist_ok=True)
-        probe = cfg.out / f".write-test-{runtime.rank}"
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{rank}"
         probe.write_text("")
         probe.unlink()
     except OSError as err:
-        raise SvmsError(f"--out {cfg.out} is not writable ({err}); choose another folder") from err
-    resume = newest_checkpoint(cfg.out)
-    saved = cfg.out / "config.json"
-    if resume is not None and saved.is_file():
-        before, now = json.loads(saved.read_text()), cfg.to_dict()
-        for key in ("phase", "svms", "preset", "embodiment_tag", "model_override", "seed", "data_offset"):
-            if before.get(key, now[key]) != now[key]:  # a key the run's version did not write cannot differ
-                raise SvmsError(f"{cfg.out} holds a run started with {key} = {before.get(key)!r}, not "
-                                f"{now[key]!r}; resume it with the same flags or use a new --out")
-    return resume
+        raise SvmsError(f"--out {out} is not writable ({err}); choose another folder") from err
+
+
+def open_run_folder(cfg: TrainConfig, runtime: Runtime, reads_dataset: bool
+                    ) -> tuple[RunLock | None, dict[str, Any] | None, dict[str, Any] | None]:
+    """Guard, create and lock RUN, clean dead processes' temporary checkpoints and check that a run already
+    there is this one (the main process decides, every process agrees). Returns the lock, the saved
+    config.json (None for a new run) and the record to save (main process only)."""
+    lock = saved = now = error = None
+    if runtime.main:
+        try:
+            try:
+                init_checkpoint = resolve_init(cfg.init) if cfg.init is not None else None
+            except SvmsError:
+                init_checkpoint = None  # nothing there to protect; a new run says what is wrong when it loads it
+            guard_out(cfg.out, cfg.init, init_checkpoint, cfg.dataset if reads_dataset else None)
+            _probe_writable(cfg.out, runtime.rank)
+            lock = RunLock(cfg.out).acquire()
+            clean_stale_tmp(cfg.out)
+            fingerprint = dataset_fingerprint(cfg.dataset) if reads_dataset else None
+            now = {**cfg.to_dict(), MARKER: identity(cfg.dataset, fingerprint, cfg.init)}
+            saved = read_run_config(cfg.out)
+            if saved is not None:
+                check_identity(cfg.out, saved, now)
+        except SvmsError as err:
+            error = err
+    if agree(runtime, error is not None):
+        if lock is not None:
+            lock.release()
+        raise error or SvmsError(f"the main process refused --out {cfg.out}; its message says why")
+    if not runtime.main:
+        _probe_writable(cfg.out, runtime.rank)
+    return lock, saved, now
+
+
+def resume_point(cfg: TrainConfig, runtime: Runtime
+                 ) -> tuple[Gr00tN1d6, Path | None, dict[str, Any] | None, Path | None]:
+    """(model, the checkpoint it came from, training state, resumed checkpoint): the newest readable
+    checkpoint of RUN, or a new model. Unreadable newer ones are skipped, saying so, and set aside."""
+    skipped: list[tuple[Path, SvmsError]] = []
+    found = None
+    for _, candidate in reversed(list_checkpoints(cfg.out)):
+        try:
+            state = read_training_state(candidate)
+            model, source = build_model(cfg, candidate)
+        except UnreadableCheckpointError as err:
+            skipped.append((candidate, err))
+            continue
+        found = model, source, state, candidate
+        break
+    if skipped:
+        runtime.barrier()  # every process has looked before the main one renames
+        if runtime.main:
+            fallback = found[3] if found else "a new model (no readable checkpoint left)"
+            for bad, err in skipped:
+                print(f"{bad} is unreadable ({err}); set aside as {set_aside(bad).name}, resuming from {fallback}",
+                      file=sys.stderr, flush=True)
+    if found is not None:
+        return found
+    model, source = build_model(cfg, None)
+    return model, source, None, None
+
+
+LOSS_TERMS = ("loss", "flow_loss", "sheaf_loss", "aux_loss", "balance_loss")  # `loss` is the sum of the others
+STOP = len(LOSS_TERMS)  # the stop flag rides in the same reduced tensor: one collective per step
+
+
+@dataclass
+class StepWeights:
+    """The schedules at one step."""
+
+    lr: float
+    sheaf: float
+    aux: float
+    balance: float
+    temperature: float
+
+
+@dataclass
+class Session:
+    """What every step needs, built once by `train`."""
+
+    cfg: TrainConfig
+    runtime: Runtime
+    model: Gr00tN1d6
+    runner: torch.nn.Module  # the model, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    params: list[torch.nn.Parameter]
+    sheaf: SheafSchedule
+    svms_gen: torch.Generator | None
+    processor: Any
+    per_process: int
+    warmup: int
+    aux_warmup: int
+    temp_decay: int
+    autocast: Any
+    signals: StopSignals
+
+
+def step_weights(s: Session, step: int) -> StepWeights:
+    cfg, mc = s.cfg, s.model.config
+    return StepWeights(lr=cosine_lr(step, cfg.learning_rate, cfg.max_steps, s.warmup), sheaf=s.sheaf.weight(step),
+                       aux=aux_weight(step, cfg.lambda_aux, s.aux_warmup), balance=mc.router_balance_weight,
+                       temperature=router_temperature(step, mc.router_temp_init, mc.router_temp_final, s.temp_decay))
+
+
+def forward_backward_step(s: Session, batch: dict[str, Any], step: int, micro: int, w: StepWeights
+                          ) -> tuple[dict[str, torch.Tensor], Any]:
+    """One micro-batch: forward with its positions' noise, the weighted loss terms, backward of their sum over
+    the accumulation. Returns the named terms (`loss` first, their sum) and the model output."""
+    cfg, rt, mc = s.cfg, s.runtime, s.model.config
+    positions = micro_positions(step, micro, rt.rank, rt.world, s.per_process, cfg.grad_accumulation,
+                                cfg.data_offset)
+    noise, t = sample_noise(positions, cfg.seed, mc.action_horizon, mc.max_action_dim, s.model.action_head)
+    sync = (s.runner.no_sync() if rt.distributed and micro < cfg.grad_accumulation - 1 else contextlib.nullcontext())
+    with sync:
+        with s.autocast:
+            out = s.runner(batch, noise=noise.to(rt.device), t=t.to(rt.device))
+        terms = {"flow_loss": out.loss.float()}
+        if out.svms is not None:
+            aux = out.svms.aux_loss if out.svms.aux_loss is not None else out.loss.new_zeros(())
+            terms.update(sheaf_loss=w.sheaf * out.svms.sheaf_loss, aux_loss=w.aux * aux,
+                         balance_loss=w.balance * out.svms.balance_loss)
+        total = sum(terms.values())  # flow + sheaf + aux + balance, in that order
+        (total / cfg.grad_accumulation).backward()
+    return {"loss": total, **terms}, out
+
+
+def next_batch(s: Session, loader) -> dict[str, Any]:
+    try:
+        return next(loader)
+    except RuntimeError as err:  # a data worker ended: by the stop signal (process group), or a real failure
+        if s.signals.received is None or s.runtime.distributed:
+            raise
+        raise WorkersStopped(str(err)) from err
+
+
+def train_step(s: Session, loader, step: int) -> tuple[dict[str, Any], bool]:
+    """One optimizer step over `grad_accumulation` micro-batches; returns its metrics record and whether every
+    process is to stop after it (a signal arrived on any)."""
+    cfg, rt, model = s.cfg, s.runtime, s.model
+    w = step_weights(s, step)
+    for group in s.optimizer.param_groups:
+        group["lr"] = w.lr
+    if model.svms is not None:
+        model.svms.router_temperature.fill_(w.temperature)
+    sums = torch.zeros(len(LOSS_TERMS) + 1, dtype=torch.float64)  # per-step means of LOSS_TERMS, then STOP
+    diagnostics: dict[str, float] = {}
+    for micro in range(cfg.grad_accumulation):
+        batch = to_device(next_batch(s, loader), rt.device)
+        terms, out = forward_backward_step(s, batch, step, micro, w)
+        values = [float(v.detach()) for v in terms.values()]
+        sums[: len(values)] += torch.tensor(values, dtype=torch.float64) / cfg.grad_accumulation
+        if out.svms is not None and rt.main and micro == 0:
+            diagnostics = svms_diagnostics(out.svms, batch["input_ids"] == model.backbone.image_token_index,
+                                           batch["attention_mask"].bool(), model.svms.config.stream_names)
+    grad_norm = torch.nn.utils.clip_grad_norm_(s.params, cfg.max_grad_norm)
+    sums[STOP] = float(s.signals.received is not None)
+    sums = rt.mean(sums.to(rt.device)).cpu()  # NCCL reduces device tensors only
+    means = dict(zip(LOSS_TERMS, sums.tolist(), strict=False))
+    if not (math.isfinite(means["loss"]) and math.isfinite(float(grad_norm))):
+        kept = newest_checkpoint(cfg.out)
+        raise SvmsError(
+            f"non-finite loss or gradient at step {step} (loss {means['loss']}, grad norm "
+            f"{float(grad_norm)}); the run stopped without saving. The last good checkpoint is "
+            f"{kept if kept else 'none (no checkpoint yet)'}. Lower --learning-rate, check the dataset "
+            "for NaN/Inf (svms data validate), or resume from that checkpoint."
+        )
+    s.optimizer.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    s.sheaf.observe_flow_loss(step, means["flow_loss"])
+    record: dict[str, Any] = {"step": step, "loss": means["loss"], "flow_loss": means["flow_loss"]}
+    if model.svms is not None:
+        record.update(sheaf_loss=means["sheaf_loss"], aux_loss=means["aux_loss"], balance_loss=means["balance_loss"],
+                      lambda_sheaf=w.sheaf, lambda_aux=w.aux, router_temperature=w.temperature)
+    record.update(lr=w.lr, grad_norm=float(grad_norm), **diagnostics)
+    return record, float(sums[STOP]) > 0
+
+
+def save_checkpoint(s: Session, step: int, rng: dict[str, Any] | None = None) -> Path:
+    """`RUN/checkpoint-<step>`: the model folder, the processor files and the training state (main process
+    writes, every process waits for it); `rng` is the RNG state to record when not the current one."""
+    def write_model(folder: Path) -> None:
+        s.model.save_pretrained(folder)
+        if s.processor is not None:
+            save_processor(s.processor, folder)
+
+    state = {"step": step, "optimizer": s.optimizer.state_dict(), "sheaf_schedule": s.sheaf.state_dict(),
+             "rng": rng_state(s.svms_gen) if rng is None else rng}
+    path = s.cfg.out / f"checkpoint-{step}"
+    if s.runtime.main:
+        path = write_checkpoint(s.cfg.out, step, write_model, state, s.cfg.keep_checkpoints)
+    s.runtime.barrier()
+    return path
+
+
+def stopped(s: Session, step: int, checkpoint: Path | None, saved: bool) -> TrainingStopped:
+    where = (f"checkpoint written to {checkpoint}" if saved else
+             f"nothing new to save; the newest checkpoint is {checkpoint or 'none'}")
+    return TrainingStopped(f"stopped by {s.signals.name} after step {step}: {where}. Rerun the same command to "
+                           "resume", s.signals.received or signal.SIGTERM)
 
 
 def train(cfg: TrainConfig, dataset: Dataset | None = None, collate_fn=None, processor=None) -> Path:
     """Run (or resume) training; returns the final checkpoint folder. `dataset`/`collate_fn` replace
     the LeRobot dataset (smoke tests, benchmarks); a dataset is indexed with (index, sample position)
-    pairs (`StepBatchSampler`)."""
+    pairs (`StepBatchSampler`). SIGTERM/SIGINT end it after the current step with a checkpoint
+    (`TrainingStopped`, `svms.train.stop`)."""
     runtime = setup_runtime(cfg.device)
+    signals = StopSignals().install()
+    lock = None
     try:
-        return _train(cfg, runtime, dataset, collate_fn, processor)
+        cfg.per_process_batch(runtime.world)  # a bad batch split is refused before anything is written
+        lock, saved, record = open_run_folder(cfg, runtime, reads_dataset=dataset is None)
+        return _train(cfg, runtime, signals, saved, record, dataset, collate_fn, processor)
     finally:
+        signals.uninstall()
+        if lock is not None:
+            lock.release()
         teardown_runtime(runtime)
 
 
-def _train(cfg: TrainConfig, runtime: Runtime, dataset, collate_fn, processor) -> Path:
+def _train(cfg: TrainConfig, runtime: Runtime, signals: StopSignals, saved: dict[str, Any] | None,
+           record: dict[str, Any] | None, dataset, collate_fn, processor) -> Path:
     per_process = cfg.per_process_batch(runtime.world)
-    resume = check_run_folder(cfg, runtime)
-    model, source = build_model(cfg, resume)
+    model, source, state, resume = resume_point(cfg, runtime)
     if dataset is None:
         dataset, collate_fn, processor = build_dataset(cfg, model, source)
     apply_phase(model, cfg.phase)
@@ -185,23 +409,30 @@ def _train(cfg: TrainConfig, runtime: Runtime, dataset, collate_fn, processor) -
     svms_gen = model.svms.dropout_generator(runtime.device) if model.svms is not None else None
 
     start_step = 0
-    if resume is not None:
-        state = read_training_state(resume)
+    if state is not None:
         start_step = state["step"]
         optimizer.load_state_dict(state["optimizer"])
         sheaf.load_state_dict(state["sheaf_schedule"])
         restore_rng(state["rng"], svms_gen)
+    if start_step >= cfg.max_steps:  # nothing to train: the run folder stays exactly as it is
+        if runtime.main:
+            print(f"{cfg.out} is already at step {start_step} (--max-steps {cfg.max_steps}): nothing to train",
+                  file=sys.stderr, flush=True)
+        return resume
     if runtime.main:
         cfg.resolved = {"model_config": mc.to_dict(), "init_from": None if source is None else str(source),
                         "world_size": runtime.world, "per_process_batch": per_process,
                         "trainable_parameters": trainable_summary(model)}
-        (cfg.out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
+        record = {**cfg.to_dict(), MARKER: record[MARKER]}
+        history = list(((saved or {}).get(MARKER) or {}).get("history", [])) if start_step else []
+        change = history_entry(saved, record, start_step) if saved is not None and start_step else None
+        record[MARKER]["history"] = history + ([change] if change else [])
+        write_run_config(cfg.out, record)
         truncate_metrics(cfg.out, start_step)
-    if start_step >= cfg.max_steps:
-        return resume
     logger = MetricsLogger(cfg.out, runtime.main, cfg.tensorboard, cfg.wandb, cfg.max_steps, start_step,
                            cfg.to_dict())
     runner = (DistributedDataParallel(model, find_unused_parameters=True) if runtime.distributed else model)
+    signals.ignore_in_children()  # spawned data workers leave stopping to this process
     sampler = StepBatchSampler(len(dataset), cfg.seed, start_step, cfg.max_steps, runtime.rank, runtime.world,
                                per_process, cfg.grad_accumulation, cfg.data_offset)
     # Its own generator: creating the loader must not draw from the global RNG a resumed run restores.
@@ -212,77 +443,32 @@ def _train(cfg: TrainConfig, runtime: Runtime, dataset, collate_fn, processor) -
                              generator=torch.Generator().manual_seed(cfg.seed + start_step)))
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if runtime.device.type == "cuda"
                 else contextlib.nullcontext())
-
-    def save(step: int) -> Path:
-        def write_model(folder: Path) -> None:
-            model.save_pretrained(folder)
-            if processor is not None:
-                save_processor(processor, folder)
-
-        state = {"step": step, "optimizer": optimizer.state_dict(), "sheaf_schedule": sheaf.state_dict(),
-                 "rng": rng_state(svms_gen)}
-        path = cfg.out / f"checkpoint-{step}"
-        if runtime.main:
-            path = write_checkpoint(cfg.out, step, write_model, state, cfg.keep_checkpoints)
-        runtime.barrier()
-        return path
+    signals.restore_handlers()
+    s = Session(cfg, runtime, model, runner, optimizer, params, sheaf, svms_gen, processor, per_process, warmup,
+                aux_warmup, temp_decay, autocast, signals)
 
     last = resume
     set_train_mode(model, cfg.phase)
-    for step in range(start_step + 1, cfg.max_steps + 1):
-        lr = cosine_lr(step, cfg.learning_rate, cfg.max_steps, warmup)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        lam_sheaf, lam_aux = sheaf.weight(step), aux_weight(step, cfg.lambda_aux, aux_warmup)
-        temperature = router_temperature(step, mc.router_temp_init, mc.router_temp_final, temp_decay)
-        if model.svms is not None:
-            model.svms.router_temperature.fill_(temperature)
-        sums = torch.zeros(5, dtype=torch.float64)
-        diagnostics: dict[str, float] = {}
-        for micro in range(cfg.grad_accumulation):
-            batch = to_device(next(loader), runtime.device)
-            positions = micro_positions(step, micro, runtime.rank, runtime.world, per_process, cfg.grad_accumulation,
-                                        cfg.data_offset)
-            noise, t = sample_noise(positions, cfg.seed, mc.action_horizon, mc.max_action_dim, model.action_head)
-            sync = (runner.no_sync() if runtime.distributed and micro < cfg.grad_accumulation - 1
-                    else contextlib.nullcontext())
-            with sync:
-                with autocast:
-                    out = runner(batch, noise=noise.to(runtime.device), t=t.to(runtime.device))
-                terms = [out.loss.float()]
-                if out.svms is not None:
-                    aux = out.svms.aux_loss if out.svms.aux_loss is not None else out.loss.new_zeros(())
-                    terms += [lam_sheaf * out.svms.sheaf_loss, lam_aux * aux,
-                              mc.router_balance_weight * out.svms.balance_loss]
-                total = sum(terms)
-                (total / cfg.grad_accumulation).backward()
-            values = [float(total.detach())] + [float(x.detach()) for x in terms]
-            sums[: len(values)] += torch.tensor(values, dtype=torch.float64) / cfg.grad_accumulation
-            if out.svms is not None and runtime.main and micro == 0:
-                diagnostics = svms_diagnostics(out.svms, batch["input_ids"] == model.backbone.image_token_index,
-                                               batch["attention_mask"].bool(), model.svms.config.stream_names)
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-        sums = runtime.mean(sums)
-        if not (math.isfinite(float(sums[0])) and math.isfinite(float(grad_norm))):
-            logger.close()
-            kept = newest_checkpoint(cfg.out)
-            raise SvmsError(
-                f"non-finite loss or gradient at step {step} (loss {float(sums[0])}, grad norm "
-                f"{float(grad_norm)}); the run stopped without saving. The last good checkpoint is "
-                f"{kept if kept else 'none (no checkpoint yet)'}. Lower --learning-rate, check the dataset "
-                "for NaN/Inf (svms data validate), or resume from that checkpoint."
-            )
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        sheaf.observe_flow_loss(step, float(sums[1]))
-        record: dict[str, Any] = {"step": step, "loss": float(sums[0]), "flow_loss": float(sums[1])}
-        if model.svms is not None:
-            record.update(sheaf_loss=float(sums[2]), aux_loss=float(sums[3]), balance_loss=float(sums[4]),
-                          lambda_sheaf=lam_sheaf, lambda_aux=lam_aux, router_temperature=temperature)
-        record.update(lr=lr, grad_norm=float(grad_norm), **diagnostics)
-        logger.log(step, record, cfg.global_batch_size,
-                   print_line=step % cfg.log_every == 0 or step == cfg.max_steps)
-        if step % cfg.save_every == 0 or step == cfg.max_steps:
-            last = save(step)
-    logger.close()
+    try:
+        if agree(runtime, signals.received is not None):  # a signal while the run was being set up
+            raise stopped(s, start_step, last, saved=False)
+        for step in range(start_step + 1, cfg.max_steps + 1):
+            rng_before = rng_state(svms_gen) if cfg.num_workers else None  # what checkpoint-(step - 1) holds
+            try:
+                metrics, stop = train_step(s, loader, step)
+            except WorkersStopped as err:  # the signal ended the data workers too: keep every finished step
+                done = step - 1
+                if done > start_step and last != cfg.out / f"checkpoint-{done}":
+                    last = save_checkpoint(s, done, rng_before)
+                    raise stopped(s, done, last, saved=True) from err
+                raise stopped(s, done, last, saved=False) from err
+            stop = stop if runtime.distributed else signals.received is not None  # one process: at once
+            logger.log(step, metrics, cfg.global_batch_size,
+                       print_line=step % cfg.log_every == 0 or step == cfg.max_steps)
+            if step % cfg.save_every == 0 or step == cfg.max_steps or stop:
+                last = save_checkpoint(s, step)
+            if stop:
+                raise stopped(s, step, last, saved=True)
+    finally:
+        logger.close()
     return last
