@@ -302,9 +302,12 @@ class PolicyServer:
         running: tuple[Request, Future] | None = None
         poller = zmq.Poller()
         poller.register(wake[0], zmq.POLLIN)
+        registered = False
         while not stop.is_set() or running is not None:
             reading = len(pending) < MAX_PENDING and not stop.is_set()
-            poller.register(socket, zmq.POLLIN if reading else 0)
+            if reading != registered:  # past MAX_PENDING the socket is not polled, so nothing more is read
+                poller.register(socket, zmq.POLLIN if reading else 0)
+                registered = reading
             events = dict(poller.poll(100))
             if wake[0] in events:
                 os.read(wake[0], 4096)
