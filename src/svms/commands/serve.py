@@ -17,7 +17,10 @@ class Serve:
     RoboCasa rollout client (or any GR00T client) can drive it unchanged.
 
     Endpoints ping, kill, get_action, reset and get_modality_config; arrays in both GR00T encodings;
-    every bad request gets an {"error": ...} reply. Stop with Ctrl-C, SIGTERM or the kill endpoint.
+    every bad request gets an {"error": ...} reply. Requests are bounded (message size, batch, image edge,
+    state magnitude; NaN/Inf state refused), the API token is checked before the observation is decoded,
+    and a request whose client has disconnected is dropped before it is computed. Stop with Ctrl-C, SIGTERM
+    or the kill endpoint.
     """
 
     checkpoint: Path
@@ -42,17 +45,33 @@ class Serve:
     """append one JSON line per request (endpoint, ok/error, batch, bytes, latencies in ms) to this file"""
     seed: int | None = None
     """seed the sampling noise; reset re-seeds it, so each episode draws the same noise"""
+    max_message_bytes: int = 64 * 1024**2  # svms.serve.observation.MAX_MESSAGE_BYTES (not imported: torch)
+    """largest request ZeroMQ lets in (MAXMSGSIZE, default 64 MiB); a larger one is never answered: ZeroMQ
+    closes that client's connection and the client waits until its own timeout"""
+    max_batch: int = 64
+    """most observations in one get_action; more get an error reply"""
+    max_image_edge: int = 2048
+    """longest image edge (H or W) accepted; larger images get an error reply"""
+    max_state_abs: float = 1e6
+    """largest state magnitude accepted (inf: no limit); NaN and Inf are always refused"""
+    heartbeat_s: float = 0.0
+    """ping each connection this often and close one silent for 3 intervals, so a dead client host's
+    requests are dropped (0: off; needs clients on libzmq 4.2 or later)"""
 
     def run(self) -> int:
         from svms.device import resolve_device
         from svms.errors import SvmsError
         from svms.eval.policy import Gr00tPolicy
+        from svms.serve.observation import Limits
         from svms.serve.server import PolicyServer, warm_up, wire_choice
 
         try:
             wire_choice(self.wire)  # before the slow load
         except SvmsError as err:
             raise SvmsError(f"--{err}") from None
+        limits = Limits(self.max_message_bytes, self.max_batch, self.max_image_edge, self.max_state_abs)
+        if not self.heartbeat_s >= 0:
+            raise SvmsError(f"--heartbeat-s {self.heartbeat_s!r}: expected seconds ≥ 0 (0: off)")
         if not logging.getLogger().handlers:
             logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
         folder = self._folder()
@@ -63,8 +82,8 @@ class Serve:
                                              denoising_steps=self.denoising_steps, seed=self.seed)
         warm_up(policy)
         server = PolicyServer(policy, sim_wrapper=self.sim_wrapper, api_token=self.api_token, wire=self.wire,
-                              seed=self.seed)
-        server.serve(self.host, self.port, self.log_requests)
+                              seed=self.seed, limits=limits)
+        server.serve(self.host, self.port, self.log_requests, heartbeat_s=self.heartbeat_s)
         return 0
 
     def _folder(self) -> Path:

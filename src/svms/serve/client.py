@@ -29,6 +29,8 @@ from svms.serve.observation import flat_observation, nested_action
 from svms.serve.wire import NPY, WIRE_NAMES, Wire, decode, encode, other_form
 
 WIRE_OPTIONS = ("auto", NPY, "msgpack-numpy")
+#: A timed-out request larger than this may have met the server's message-size limit: the message says so.
+LARGE_REQUEST_BYTES = 2**20
 #: Error replies that mean "I could not read the arrays in this form" (NVIDIA's policy checks meet an
 #: undecoded array map as a dict; our fixed-wire server names both wires).
 _ARRAY_FORM_REFUSALS = (re.compile(r"must be a numpy array", re.I), re.compile(r"Got <class 'dict'>"),
@@ -114,8 +116,9 @@ class PolicyClient:
         endpoint = request["endpoint"]
         socket = self._connect()
         socket.setsockopt(self._zmq.SNDTIMEO, int(timeout * 1000))
+        payload = encode(request, wire)
         try:
-            socket.send(encode(request, wire))
+            socket.send(payload)
             answered = socket.poll(int(timeout * 1000))
         except self._zmq.Again:
             answered = False
@@ -124,8 +127,12 @@ class PolicyClient:
             raise
         if not answered:
             self._drop_socket()
+            size = ""
+            if len(payload) > LARGE_REQUEST_BYTES:  # ZeroMQ drops an over-limit message without a word
+                size = (f"; the request was {len(payload) / 2**20:.1f} MiB, and svms serve never answers one "
+                        "over its --max-message-bytes (64 MiB by default)")
             raise PolicyServerTimeout(f"no reply from {self.address} to {endpoint!r} within {timeout:g} s; is "
-                                      "the server running and reachable (host, port, firewall)?")
+                                      f"the server running and reachable (host, port, firewall)?{size}")
         return decode(socket.recv())
 
     def _settle(self, wire: Wire | None) -> None:

@@ -151,6 +151,30 @@ def decode(payload: bytes) -> tuple[Any, Wire | None]:
     return obj, None
 
 
+def peek_fields(payload: bytes | memoryview, names: tuple[str, ...]) -> dict[str, Any]:
+    """The top-level map's `names` fields (the last of repeated keys, as `decode` would keep), read by one
+    streaming pass that skips every other value without building it: no array is rebuilt and no nested
+    object is made, so a request can be refused (a wrong `api_token`) before its observation is decoded."""
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=False, max_buffer_size=max(len(payload), 1))
+    unpacker.feed(payload)
+    try:
+        entries = unpacker.read_map_header()
+    except Exception:  # not a map, or not msgpack at all
+        raise WireError("a request must be a msgpack map {endpoint, data, api_token}; this message does not "
+                        "start with one") from None
+    found: dict[str, Any] = {}
+    try:
+        for _ in range(entries):
+            key = unpacker.unpack()
+            if isinstance(key, str) and key in names:
+                found[key] = unpacker.unpack()
+            else:
+                unpacker.skip()
+    except Exception as err:
+        raise WireError(f"message is not valid msgpack ({type(err).__name__}: {err})") from None
+    return found
+
+
 def _array_encoder(wire: Wire) -> Callable[[Any], Any]:
     def default(obj: Any) -> Any:
         if isinstance(obj, np.ndarray):
