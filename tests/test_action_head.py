@@ -292,3 +292,25 @@ def test_per_embodiment_gradients_are_bitwise_reproducible_on_several_threads():
             assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
     finally:
         torch.set_num_threads(threads)
+
+
+@torch.no_grad()
+def test_projector_init_release_is_fixed_std_and_fan_in_keeps_the_signal_scale():
+    """The release draws every per-embodiment weight from N(0, 0.02²); `projector_init="fan_in"` (the tiny
+    preset's) from N(0, 1/fan_in), so a unit-variance input leaves the layer with about unit variance."""
+    from svms.model.action_head.embodiment import CategorySpecificLinear
+
+    torch.manual_seed(0)
+    release, fan_in = CategorySpecificLinear(4, 512, 256), CategorySpecificLinear(4, 512, 256, "fan_in")
+    assert abs(float(release.W.std()) - 0.02) < 1e-3
+    assert abs(float(fan_in.W.std()) - 512 ** -0.5) < 1e-3
+    x, ids = torch.randn(4, 64, 512), torch.tensor([0, 1, 2, 3])
+    assert 0.9 < float(fan_in(x, ids).std()) < 1.1 and float(release(x, ids).std()) < 0.5
+    assert Gr00tN1d6Config.preset("n1d6-3b").projector_init == "release"
+    assert Gr00tN1d6Config.preset("tiny").projector_init == "fan_in"
+    tiny, release_like = _tiny_head(), _tiny_head(projector_init="release")
+    for layer in (tiny.state_encoder.layer1, tiny.action_encoder.W2, tiny.action_decoder.layer2):
+        assert abs(float(layer.W.std()) - layer.W.shape[1] ** -0.5) < 0.1 * layer.W.shape[1] ** -0.5
+    assert abs(float(release_like.action_encoder.W1.W.std()) - 0.02) < 2e-3
+    with pytest.raises(SvmsError, match="projector_init"):
+        _tiny_head(projector_init="xavier")

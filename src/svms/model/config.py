@@ -24,6 +24,9 @@ from svms.errors import SvmsError
 from svms.model.presets import PRESETS
 from svms.sheaf import SheafConfigError, SheafStreamsConfig
 
+#: `Gr00tN1d6Config.projector_init` values (see `CategorySpecificLinear`).
+PROJECTOR_INITS = ("release", "fan_in")
+
 SHEAF_SCHEDULE_MODES = ("adaptive", "linear", "fixed", "off")
 
 # DiT constructor arguments the reference's dict never overrides (spec §1.2); the module hard-codes them,
@@ -120,6 +123,9 @@ class Gr00tN1d6Config:
     state_dropout_prob: float = 0.0
     state_additive_noise_scale: float = 0.0
     max_num_embodiments: int = 32
+    # How the per-embodiment projectors start (not in the release's config.json, whose models are "release"):
+    # "release" = N(0, 0.02²) whatever the fan-in, "fan_in" = N(0, 1/fan_in). Only training from scratch sees it.
+    projector_init: str = "release"
     # Eagle architecture overrides ({"vision_config": {...}, "text_config": {...}, ...}) merged over the
     # bundled Eagle-Block2A-2B-v2 values by the backbone; None = the bundled model unchanged.
     eagle_config: dict[str, Any] | None = None
@@ -264,6 +270,8 @@ def _validate(c: Gr00tN1d6Config) -> None:
     _check(c.lambda_sheaf_min <= c.lambda_sheaf_max,
            f"lambda_sheaf_min ({c.lambda_sheaf_min}) exceeds lambda_sheaf_max ({c.lambda_sheaf_max}); "
            "swap them")
+    _check(c.projector_init in PROJECTOR_INITS,
+           f"projector_init = {c.projector_init!r}; use one of {', '.join(PROJECTOR_INITS)}")
     _check(c.sheaf_schedule_mode in SHEAF_SCHEDULE_MODES,
            f"sheaf_schedule_mode = {c.sheaf_schedule_mode!r}; use one of {', '.join(SHEAF_SCHEDULE_MODES)}")
     _validate_dit(c)

@@ -15,11 +15,14 @@ from torch.nn import functional as F
 
 
 class CategorySpecificLinear(nn.Module):
-    """`x @ W[id] + b[id]` with each sample's own (in, out) matrix."""
+    """`x @ W[id] + b[id]` with each sample's own (in, out) matrix. `init` "release" draws W from the
+    release's fixed N(0, 0.02²) whatever the fan-in; "fan_in" from N(0, 1/in_dim), which keeps a signal's
+    scale through the layer (`Gr00tN1d6Config.projector_init`)."""
 
-    def __init__(self, num_categories: int, in_dim: int, out_dim: int) -> None:
+    def __init__(self, num_categories: int, in_dim: int, out_dim: int, init: str = "release") -> None:
         super().__init__()
-        self.W = nn.Parameter(0.02 * torch.randn(num_categories, in_dim, out_dim))
+        std = in_dim ** -0.5 if init == "fan_in" else 0.02
+        self.W = nn.Parameter(std * torch.randn(num_categories, in_dim, out_dim))
         self.b = nn.Parameter(torch.zeros(num_categories, out_dim))
 
     def forward(self, x: torch.Tensor, category_ids: torch.Tensor) -> torch.Tensor:
@@ -34,10 +37,11 @@ class CategorySpecificLinear(nn.Module):
 class CategorySpecificMLP(nn.Module):
     """Two per-embodiment linears with a ReLU between: the state encoder and the action decoder."""
 
-    def __init__(self, num_categories: int, in_dim: int, hidden_dim: int, out_dim: int) -> None:
+    def __init__(self, num_categories: int, in_dim: int, hidden_dim: int, out_dim: int,
+                 init: str = "release") -> None:
         super().__init__()
-        self.layer1 = CategorySpecificLinear(num_categories, in_dim, hidden_dim)
-        self.layer2 = CategorySpecificLinear(num_categories, hidden_dim, out_dim)
+        self.layer1 = CategorySpecificLinear(num_categories, in_dim, hidden_dim, init)
+        self.layer2 = CategorySpecificLinear(num_categories, hidden_dim, out_dim, init)
 
     def forward(self, x: torch.Tensor, category_ids: torch.Tensor) -> torch.Tensor:
         return self.layer2(F.relu(self.layer1(x, category_ids)), category_ids)
@@ -58,12 +62,12 @@ def bucket_sinusoid(buckets: torch.Tensor, dim: int) -> torch.Tensor:
 class MultiEmbodimentActionEncoder(nn.Module):
     """Noisy action chunk + diffusion bucket -> one token per action step (spec §3.4)."""
 
-    def __init__(self, num_categories: int, action_dim: int, hidden_dim: int) -> None:
+    def __init__(self, num_categories: int, action_dim: int, hidden_dim: int, init: str = "release") -> None:
         super().__init__()
         self.hidden_dim = hidden_dim
-        self.W1 = CategorySpecificLinear(num_categories, action_dim, hidden_dim)
-        self.W2 = CategorySpecificLinear(num_categories, 2 * hidden_dim, hidden_dim)
-        self.W3 = CategorySpecificLinear(num_categories, hidden_dim, hidden_dim)
+        self.W1 = CategorySpecificLinear(num_categories, action_dim, hidden_dim, init)
+        self.W2 = CategorySpecificLinear(num_categories, 2 * hidden_dim, hidden_dim, init)
+        self.W3 = CategorySpecificLinear(num_categories, hidden_dim, hidden_dim, init)
 
     def forward(self, actions: torch.Tensor, buckets: torch.Tensor,
                 category_ids: torch.Tensor) -> torch.Tensor:

@@ -65,10 +65,11 @@ class Gr00tActionHead(nn.Module):
             self.model: DiT = AlternateVLDiT(dit_cfg, c.backbone_embedding_dim, c.attend_text_every_n_blocks)
         else:
             self.model = DiT(dit_cfg, c.backbone_embedding_dim)
-        self.state_encoder = CategorySpecificMLP(c.max_num_embodiments, c.max_state_dim, c.hidden_size, d)
-        self.action_encoder = MultiEmbodimentActionEncoder(c.max_num_embodiments, c.max_action_dim, d)
+        init = c.projector_init
+        self.state_encoder = CategorySpecificMLP(c.max_num_embodiments, c.max_state_dim, c.hidden_size, d, init)
+        self.action_encoder = MultiEmbodimentActionEncoder(c.max_num_embodiments, c.max_action_dim, d, init)
         self.action_decoder = CategorySpecificMLP(c.max_num_embodiments, c.hidden_size, c.hidden_size,
-                                                  c.max_action_dim)
+                                                  c.max_action_dim, init)
         self.vlln = nn.LayerNorm(c.backbone_embedding_dim, eps=1e-5) if c.use_vlln else nn.Identity()
         if c.add_pos_embed:
             self.position_embedding = nn.Embedding(c.max_seq_len, d)
