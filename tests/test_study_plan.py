@@ -176,6 +176,15 @@ def test_pretraining_cache_key_follows_what_determines_it(tmp_path, dataset):
     assert key(TINY) != key(edited("tensorboard = false\n", "tensorboard = false\nmax_grad_norm = 0.5\n"))
 
 
+def test_pretraining_cache_key_follows_the_presets_content(tmp_path, dataset, monkeypatch):
+    """A new version that changes what the `tiny` preset builds must not reuse weights cached by the old one."""
+    import svms.model.presets as presets
+
+    before = expand(load_plan(write(tmp_path, TINY, dataset)), tmp_path / "out")[0].args["cache"]
+    monkeypatch.setitem(presets.PRESETS, "tiny", {**presets.PRESETS["tiny"], "projector_init": "release"})
+    assert expand(load_plan(write(tmp_path, TINY, dataset)), tmp_path / "out")[0].args["cache"] != before
+
+
 def test_data_key_changes_with_the_generator_version(monkeypatch):
     """Data written by an older `svms sim generate` are never reused: the key holds the generator's version."""
     import svms.study.plan as plan_module

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from svms.model.config import Gr00tN1d6Config
 from svms.protocol import ARMS, SVMS_PHASES
 from svms.study.cache import cache_dir, key_of
 from svms.study.plan import Plan
@@ -120,6 +121,9 @@ def expand(plan: Plan, out: Path) -> list[Job]:
                              global_batch_size=p.batch, learning_rate=p.learning_rate, seed=p.seed)
         data_id = plan.data.key() if plan.data.sim_tasks else str(plan.data.dataset)
         determining = {k: v for k, v in train.items() if k not in PRESENTATION_FLAGS and k != "dataset"}
+        # the preset's content, not only its name: a preset changed by a new version must not reuse old weights
+        determining["preset_config"] = Gr00tN1d6Config.preset(plan.model.preset).to_dict() if plan.model.preset \
+            else None
         cached = cache_dir() / f"pretrain-{key_of({'data': data_id, 'train': determining})}"
         b.add(Job("pretrain", "pretrain", {"train": train, "cache": str(cached),
                                            "copy_to": str(b.out / PRETRAIN_RUN)},
