@@ -6,7 +6,6 @@ DataLoader worker), and a bad embodiment_id.json naming the tag."""
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 from pathlib import Path
 
@@ -16,24 +15,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from svms.commands.data import DataValidate
-from svms.data.lerobot import Gr00tLeRobotDataset, validate_dataset, write_synthetic_dataset
+from svms.data.lerobot import Gr00tLeRobotDataset, validate_dataset
 from svms.errors import SvmsError
 
 EP0 = "data/chunk-000/episode_000000.parquet"
-
-
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pristine") / "ds"
-    write_synthetic_dataset(root, (20, 20), cameras=("cam0",))  # state and action: arm 3 + gripper 1
-    return root
-
-
-@pytest.fixture
-def dataset(pristine, tmp_path):
-    root = tmp_path / "ds"
-    shutil.copytree(pristine, root)
-    return root
 
 
 def _edit_json(path: Path, change) -> None:

@@ -26,22 +26,6 @@ EP0 = "data/chunk-000/episode_000000.parquet"
 VID0 = "videos/chunk-000/observation.images.cam0/episode_000000.mp4"
 
 
-@pytest.fixture(scope="module")
-def pristine(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pristine") / "ds"
-    write_synthetic_dataset(root, (20, 20), cameras=("cam0",))
-    return root
-
-
-@pytest.fixture
-def dataset(pristine, tmp_path):
-    import shutil
-
-    root = tmp_path / "ds"
-    shutil.copytree(pristine, root)
-    return root
-
-
 def _edit_json(path: Path, change) -> None:
     content = json.loads(path.read_text())
     change(content)
