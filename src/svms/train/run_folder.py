@@ -34,6 +34,7 @@ CONFIG_NAME = "config.json"
 # from the resumed step on, the schedules follow the new length (recorded in config.json's svms_run.history).
 RESUMABLE = frozenset({"out", "max_steps", "save_every", "keep_checkpoints", "log_every", "tensorboard", "wandb",
                        "num_workers", "device", "grad_checkpointing", "ignore_svms_weights", "resolved"})
+CHANGEABLE = RESUMABLE - {"out", "resolved"}  # the resumable flags a user sets (not the folder, not derived state)
 _TMP_CHECKPOINT = re.compile(r"^\.tmp-checkpoint-(\d+)(?:-(\d+))?$")
 _OWN_LEFTOVERS = re.compile(r"^(\.lock|\.write-test-\d+|\.tmp-checkpoint-\d+(-\d+)?|\.config\.json\.\d+\.tmp)$")
 
@@ -189,7 +190,7 @@ def differences(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
 def check_identity(run: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
     diff = differences(saved, now)
     if diff:
-        allowed = ", ".join(f"--{k.replace('_', '-')}" for k in sorted(RESUMABLE - {"out", "resolved"}))
+        allowed = ", ".join(f"--{k.replace('_', '-')}" for k in sorted(CHANGEABLE))
         raise SvmsError(f"{run} holds a run started with other settings, and resuming it would mix them:\n"
                         + "\n".join(f"  {d}" for d in diff)
                         + f"\nRerun with the run's values to resume it, or pass a new --out for a new run (only "
@@ -198,7 +199,7 @@ def check_identity(run: Path, saved: dict[str, Any], now: dict[str, Any]) -> Non
 
 def history_entry(saved: dict[str, Any], now: dict[str, Any], step: int) -> dict[str, Any] | None:
     """The resumable flags that changed at `step` (None when none did), for `svms_run.history`."""
-    changed = {k: now[k] for k in sorted(RESUMABLE - {"out", "resolved"}) if k in saved and saved[k] != now[k]}
+    changed = {k: now[k] for k in sorted(CHANGEABLE) if k in saved and saved[k] != now[k]}
     return {"step": step, **changed} if changed else None
 
 

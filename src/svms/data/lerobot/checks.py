@@ -142,25 +142,29 @@ def _column_problems(meta: DatasetMeta, episode: int, where: str, column: str, v
     return out
 
 
+def _first_wrong_row(arrays: dict, column: str, expected) -> int | None:
+    """The first row where an integer-valued index column differs from `expected` (None: none, or the column
+    is absent or not a numeric scalar column, which the column checks report)."""
+    values = arrays.get(column)
+    if values is None or values.ndim != 1 or values.dtype.kind not in "iuf":
+        return None
+    wrong = np.flatnonzero(values != expected)
+    return int(wrong[0]) if wrong.size else None
+
+
 def _index_problems(meta: DatasetMeta, episode: int, where: str, arrays: dict, rows: int) -> list[Problem]:
     """timestamp, frame_index and episode_index of one episode file."""
     out = []
-    frame_index = arrays.get("frame_index")
-    if frame_index is not None and frame_index.ndim == 1 and frame_index.dtype.kind in "iuf":
-        wrong = np.flatnonzero(frame_index != np.arange(len(frame_index)))
-        if wrong.size:
-            r = int(wrong[0])
-            out.append(Problem(f"{where} column 'frame_index'", f"episode {episode}: row {r} holds frame "
-                               f"{frame_index[r]:g}; frame_index must be 0, 1, ..., {rows - 1} in row order. Sort "
-                               "the rows by frame or rewrite the column."))
-    episode_index = arrays.get("episode_index")
-    if episode_index is not None and episode_index.ndim == 1 and episode_index.dtype.kind in "iuf":
-        wrong = np.flatnonzero(episode_index != episode)
-        if wrong.size:
-            r = int(wrong[0])
-            out.append(Problem(f"{where} column 'episode_index'", f"row {r} holds episode {episode_index[r]:g} "
-                               f"but this is episode {episode}'s file; every row of a file belongs to its "
-                               "episode. Fix the column or move the rows to their episode's file."))
+    r = _first_wrong_row(arrays, "frame_index", np.arange(rows))
+    if r is not None:
+        out.append(Problem(f"{where} column 'frame_index'", f"episode {episode}: row {r} holds frame "
+                           f"{arrays['frame_index'][r]:g}; frame_index must be 0, 1, ..., {rows - 1} in row order. "
+                           "Sort the rows by frame or rewrite the column."))
+    r = _first_wrong_row(arrays, "episode_index", episode)
+    if r is not None:
+        out.append(Problem(f"{where} column 'episode_index'", f"row {r} holds episode "
+                           f"{arrays['episode_index'][r]:g} but this is episode {episode}'s file; every row of a "
+                           "file belongs to its episode. Fix the column or move the rows to their episode's file."))
     t = arrays.get("timestamp")
     if t is not None and t.dtype.kind == "f" and len(t) and np.isfinite(t).all():
         t = t.reshape(len(t), -1)[:, 0].astype(np.float64)
