@@ -74,6 +74,14 @@ def running(server: PolicyServer, **serve_kwargs):
             thread.join(timeout=10)
 
 
+def connect(port: int, kind: int = zmq.REQ) -> zmq.Socket:
+    """A raw ZeroMQ client socket of `kind` connected to the server (closes at once when closed)."""
+    sock = zmq.Context.instance().socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"tcp://127.0.0.1:{port}")
+    return sock
+
+
 def reply_of(server: PolicyServer, request) -> dict | list:
     return decode(server.handle(encode(request))[0])[0]
 
@@ -90,9 +98,7 @@ def ping_ok(port: int) -> bool:
 # ---- case 5: the loop survives anything a request does -------------------------------------------------
 def test_a_request_in_two_frames_gets_an_error_and_the_server_keeps_answering():
     with running(PolicyServer(None)) as port:
-        sock = zmq.Context.instance().socket(zmq.REQ)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(f"tcp://127.0.0.1:{port}")
+        sock = connect(port)
         try:
             sock.send_multipart([pack({"endpoint": "ping"}, "npy"), b"second frame"])  # legal for REQ
             assert sock.poll(5000), "no reply to a two-frame request"
@@ -118,9 +124,7 @@ def test_a_bug_in_the_handler_gets_an_error_reply_and_the_server_keeps_answering
 
 def test_a_dealer_client_with_the_req_envelope_is_answered_like_rep_would():
     with running(PolicyServer(None)) as port:
-        sock = zmq.Context.instance().socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(f"tcp://127.0.0.1:{port}")
+        sock = connect(port, zmq.DEALER)
         try:
             sock.send(b"no delimiter")  # a REP socket discards this; so does the server
             sock.send_multipart([b"", pack({"endpoint": "ping"}, "npy")])
@@ -208,9 +212,7 @@ def test_abandoned_requests_are_dropped_and_a_live_ping_is_answered_promptly(tmp
     with running(server, log_requests=tmp_path / "requests.jsonl") as port:
         clients = []
         for _ in range(20):  # connected (a ping answered) before the abandoned request, so that it is sent
-            sock = zmq.Context.instance().socket(zmq.REQ)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(f"tcp://127.0.0.1:{port}")
+            sock = connect(port)
             sock.send(pack({"endpoint": "ping"}, "npy"))
             assert sock.poll(5000)
             sock.recv()
@@ -236,9 +238,7 @@ def test_requests_past_the_read_ahead_wait_in_zeromq_and_are_all_answered(monkey
     with running(PolicyServer(FakePolicy(delay=0.05))) as port:
         clients = []
         for seed in range(6):
-            sock = zmq.Context.instance().socket(zmq.REQ)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.connect(f"tcp://127.0.0.1:{port}")
+            sock = connect(port)
             sock.send(pack(action_request(nested_observation(1 + seed % 2)), "npy"))
             clients.append(sock)
         try:
@@ -254,9 +254,7 @@ def test_requests_past_the_read_ahead_wait_in_zeromq_and_are_all_answered(monkey
 
 def test_a_heartbeat_server_still_answers_an_idle_req_client():
     with running(PolicyServer(None), heartbeat_s=0.05) as port:
-        sock = zmq.Context.instance().socket(zmq.REQ)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.connect(f"tcp://127.0.0.1:{port}")
+        sock = connect(port)
         try:
             time.sleep(0.4)  # several heartbeat intervals with nothing sent
             sock.send(pack({"endpoint": "ping"}, "npy"))
