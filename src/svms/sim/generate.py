@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from svms import seeding
 from svms.errors import SvmsError
 from svms.sim.experts import ScriptedExpert
 from svms.sim.language import instruction
@@ -78,7 +79,7 @@ def embodiment_config(cameras: Sequence[str]):
 def episode_seed(seed: int, task: str, slot: int, attempt: int) -> int:
     """The initial-state seed of one attempt; distinct for every (seed, task, slot, attempt)."""
     task_id = list(TASKS).index(task)
-    return int(np.random.SeedSequence([seed, task_id, slot, attempt]).generate_state(1)[0])
+    return seeding.seed_int(seed, "episode", task_id, slot, attempt, bits=32)
 
 
 def demonstrate(env: SimEnv, seed: int) -> Demonstration:

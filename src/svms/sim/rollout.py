@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from svms import seeding
 from svms.errors import SvmsError
 from svms.sim.language import instruction
 from svms.sim.layout import ACTION_KEYS, STATE_KEYS, action_to_env, join_keys, split_keys
@@ -40,8 +41,7 @@ def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, flo
 
 def rollout_seed(seed: int, task: str, index: int) -> int:
     """Initial-state seed of evaluation episode `index` (a stream disjoint from generation's)."""
-    return int(np.random.SeedSequence([seed, list(TASKS).index(task), index], spawn_key=(1,))
-               .generate_state(1)[0])
+    return seeding.seed_int(seed, "rollout", list(TASKS).index(task), index, bits=32)
 
 
 @dataclass

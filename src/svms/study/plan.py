@@ -36,8 +36,8 @@ RESERVED_FLAGS = {
 
 
 # Bumped whenever `svms sim generate` writes different data for the same arguments. 2: continuous end-effector
-# quaternions through scipy, state keys in the release's order.
-SIM_DATA_VERSION = 2
+# quaternions through scipy, state keys in the release's order. 3: episode seeds from `svms.seeding`'s scheme.
+SIM_DATA_VERSION = 3
 
 
 @dataclass(frozen=True)

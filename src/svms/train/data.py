@@ -20,9 +20,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from svms import seeding
+
 
 def epoch_permutation(n: int, epoch: int, seed: int) -> np.ndarray:
-    return np.random.default_rng([seed, epoch]).permutation(n)
+    return seeding.rng(seed, "order", epoch).permutation(n)
 
 
 def micro_positions(step: int, micro: int, rank: int, world: int, per_process: int,
@@ -67,7 +69,7 @@ def sample_noise(positions: list[int], seed: int, horizon: int, action_dim: int,
     """(noise (B, H, A), t (B,)) for the samples at `positions`, each from its own seeded generator."""
     noises, times = [], []
     for p in positions:
-        gen = torch.Generator().manual_seed(seed * 1_000_003 + p)
+        gen = seeding.torch_generator(seed, "noise", p)
         noises.append(torch.randn(horizon, action_dim, generator=gen))
         times.append(head.sample_time(1, torch.device("cpu"), generator=gen))
     return torch.stack(noises), torch.cat(times)

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
+from svms import seeding
 from svms.data.modality import normalize_tag
 from svms.data.processor_files import save_processor
 from svms.errors import SvmsError
@@ -74,7 +74,7 @@ def run_seed(cfg: TrainConfig) -> int:
     that its dropout masks are not the previous phase's again)."""
     if cfg.data_offset == 0:
         return cfg.seed
-    return int(np.random.SeedSequence([cfg.seed, cfg.data_offset]).generate_state(1, np.uint64)[0] >> 1)
+    return seeding.seed_int(cfg.seed, "dropout", cfg.data_offset)
 
 
 def build_model(cfg: TrainConfig, resume: Path | None) -> tuple[Gr00tN1d6, Path | None]:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from svms import seeding
 from svms.data.aux_labels import prompt_aux_labels
 from svms.data.collate import collate
 from svms.data.lerobot.checks import check_loadable
@@ -308,7 +309,7 @@ class Gr00tLeRobotDataset(Dataset):
             raw = self.raw_sample(index, position)
             rng = None
             if position is not None and self.train_augment:
-                rng = np.random.default_rng([self.seed, position])
+                rng = seeding.rng(self.seed, "augment", position)
             return self.processor(self.tag, raw.video, raw.language, raw.state, raw.action, rng=rng)
 
     def collator(self, tokenizer=None, aux_labels: bool = True) -> BatchCollator:
