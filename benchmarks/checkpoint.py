@@ -54,7 +54,7 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.empty_cache()
         t0 = time.perf_counter()
-        loaded, report = load_pretrained(folder, device=device, dtype=dtype)
+        loaded, report = load_pretrained(Gr00tN1d6, folder, device=device, dtype=dtype)
         if device.type == "cuda":
             torch.cuda.synchronize()
         load = time.perf_counter() - t0

@@ -23,7 +23,7 @@ from rich.table import Table
 from svms.data import MODALITY_CONFIGS
 from svms.eval.policy import Gr00tPolicy
 from svms.serve import PolicyClient, encode
-from svms.serve.tiny import ROBOCASA_DIMS, make_tiny_checkpoint
+from svms.testing import ROBOCASA_DIMS, make_tiny_checkpoint
 
 TAG = "robocasa_panda_omron"
 

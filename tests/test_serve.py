@@ -28,8 +28,8 @@ from svms.serve import (
     encode,
     parse_address,
 )
-from svms.serve.tiny import make_tiny_checkpoint
 from svms.serve.wire import modality_marker
+from svms.testing import make_tiny_checkpoint
 
 TASK = "annotation.human.action.task_description"
 CAMERAS = ("res256_image_side_0", "res256_image_side_1", "res256_image_wrist_0")

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from svms.data.prompt import IMAGE_TOKEN_ID, load_tokenizer
+from svms.sheaf.config import DEFAULT_STREAM_NAMES as STREAM_NAMES
 
-STREAM_NAMES = ("visual", "temporal", "state")
 IGNORE_INDEX = -100
 IM_START_ID = 151644
 IM_END_ID = 151645

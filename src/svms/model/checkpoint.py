@@ -119,23 +119,23 @@ def read_config(folder: Path, overrides: dict[str, Any] | None = None) -> Gr00tN
     return replace(config, **overrides) if overrides else config
 
 
-def load_pretrained(folder: str | Path, *, overrides: dict[str, Any] | None = None,
+def load_pretrained(model_class: type[torch.nn.Module], folder: str | Path, *,
+                    overrides: dict[str, Any] | None = None,
                     device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
                     backbone_attention: str = "sdpa", ignore_svms_weights: bool = False):
-    """Build a `Gr00tN1d6` from a checkpoint folder; returns (model, LoadReport).
+    """Build a `model_class` (`Gr00tN1d6`, passed in so that this module does not import the model's) from a
+    checkpoint folder; returns (model, LoadReport).
 
     `overrides` replace config fields (e.g. {"use_sheaf_streams": True} turns SVMS on over a plain N1.6
     checkpoint); `dtype` casts the whole model after loading (bf16 for inference as the reference does).
     A checkpoint's `svms.*` weights under a config without SVMS are an error (the baseline would run in their
     place), unless `ignore_svms_weights` drops them on purpose (listed in the report's `ignored`).
     """
-    from svms.model.policy import Gr00tN1d6
-
     folder = Path(folder)
     config = read_config(folder, overrides)
     stored = read_state_dict(folder)
     with torch.device("meta"):
-        model = Gr00tN1d6(config, backbone_attention=backbone_attention)
+        model = model_class(config, backbone_attention=backbone_attention)
     if model.svms is not None:  # small; built for real so its non-persistent buffers exist
         model.svms = model.build_svms()
     expected = model.state_dict(keep_vars=True)

@@ -16,6 +16,7 @@ from torch import nn
 from svms.errors import SvmsError
 from svms.model.action_head.head import ActionHeadOutput, Gr00tActionHead
 from svms.model.backbone.eagle import BackboneOutput, EagleBackbone
+from svms.model.checkpoint import load_pretrained, save_pretrained
 from svms.model.config import Gr00tN1d6Config
 from svms.sheaf import SheafStreams, SheafStreamsOutput
 
@@ -202,13 +203,9 @@ class Gr00tN1d6(nn.Module):
     def from_pretrained(cls, folder, **kwargs) -> Gr00tN1d6:
         """Load a checkpoint folder (release layout, spec §8); see `svms.model.checkpoint.load_pretrained`
         for the keyword arguments (`overrides`, `device`, `dtype`, `backbone_attention`)."""
-        from svms.model.checkpoint import load_pretrained
-
-        model, _ = load_pretrained(folder, **kwargs)
+        model, _ = load_pretrained(cls, folder, **kwargs)
         return model
 
     def save_pretrained(self, folder, **kwargs):
         """Write config.json + model.safetensors (sharded when large); see `checkpoint.save_pretrained`."""
-        from svms.model.checkpoint import save_pretrained
-
         return save_pretrained(self, folder, **kwargs)

@@ -1,7 +1,7 @@
-"""A servable `tiny` checkpoint with synthetic statistics, so the server, its tests and its benchmark run
-without a dataset or training: the model is randomly initialised, the statistics are made up but
-consistent (min ≤ q01 ≤ mean ≤ q99 ≤ max, per-step relative-action rows), so actions come out in
-plausible physical ranges with the right keys and shapes.
+"""Helpers for tests and benchmarks only (no command uses them): a servable `tiny` checkpoint with synthetic
+statistics, so the server, its tests and its benchmark run without a dataset or training. The model is randomly
+initialised; the statistics are made up but consistent (min ≤ q01 ≤ mean ≤ q99 ≤ max, per-step relative-action
+rows), so actions come out in plausible physical ranges with the right keys and shapes.
 """
 
 from __future__ import annotations
@@ -13,20 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from svms.data.modality import MODALITY_CONFIGS, ActionRep, EmbodimentConfig
+from svms.sim.layout import ACTION_KEYS, STATE_KEYS
 
-#: Key widths of `robocasa_panda_omron` (spec §6.11), in the release's key order.
-ROBOCASA_DIMS: dict[str, int] = {
-    "end_effector_position_relative": 3,
-    "end_effector_rotation_relative": 4,
-    "gripper_qpos": 2,
-    "base_position": 3,
-    "base_rotation": 4,
-    "end_effector_position": 3,
-    "end_effector_rotation": 3,
-    "gripper_close": 1,
-    "base_motion": 4,
-    "control_mode": 1,
-}
+#: Key widths of `robocasa_panda_omron` (spec §6.11), in the release's key order: the simulated robot's.
+ROBOCASA_DIMS: dict[str, int] = {**STATE_KEYS, **ACTION_KEYS}
 
 
 def _key_stats(rng: np.random.Generator, shape: tuple[int, ...]) -> dict[str, list]:
