@@ -95,14 +95,16 @@ def test_lambda_bound_is_an_upper_bound_on_the_spectrum():
 @pytest.mark.parametrize("change", ["fused adamw", "foreach adamw", "in place", "load_state_dict", "to double"])
 def test_cached_lambda_bound_follows_every_change_of_the_maps(change):
     m = build(seed=3)
-    before = m.maps.lambda_max_bound().clone()
-    assert m.maps.lambda_max_bound() is m.maps.lambda_max_bound()  # cached while nothing changes
+    with torch.no_grad():  # inference: the bound is cached while nothing changes
+        before = m.maps.lambda_max_bound().clone()
+        assert m.maps.lambda_max_bound() is m.maps.lambda_max_bound()
     if change.endswith("adamw"):
         opt = torch.optim.AdamW(m.maps.parameters(), lr=0.5, fused=change == "fused adamw" or None,
                                 foreach=change == "foreach adamw" or None)
+        m.maps.lambda_max_bound()  # a training forward (gradients on) comes before every optimizer step
         for p in m.maps.parameters():
             p.grad = -torch.ones_like(p)  # grows every entry: the spectrum grows
-        opt.step()
+        opt.step()  # fused AdamW does not bump the version counters
     elif change == "in place":
         with torch.no_grad():
             m.maps.P.mul_(2.0)
@@ -112,10 +114,27 @@ def test_cached_lambda_bound_follows_every_change_of_the_maps(change):
         m = m.double()
     fresh = m.maps._lambda_max_bound()
     if change == "to double":  # same value, computed again in float64
-        assert m.maps.lambda_max_bound().dtype == torch.float64
+        with torch.no_grad():
+            assert m.maps.lambda_max_bound().dtype == torch.float64
     else:
         assert not torch.allclose(fresh, before)
-    torch.testing.assert_close(m.maps.lambda_max_bound(), fresh)
+    with torch.no_grad():
+        torch.testing.assert_close(m.maps.lambda_max_bound(), fresh)
+
+
+def test_lambda_bound_is_recomputed_with_gradients_on_and_registers_no_global_hook():
+    from torch.optim import optimizer
+
+    m = build(seed=3)
+    first, second = m.maps.lambda_max_bound(), m.maps.lambda_max_bound()
+    assert first is not second and torch.equal(first, second) and not first.requires_grad
+    with torch.no_grad():
+        cached = m.maps.lambda_max_bound()
+    m.train()
+    with torch.no_grad():
+        assert m.maps.lambda_max_bound() is not cached  # train() dropped the cache
+    hooks = list(optimizer._global_optimizer_post_hooks.values()) + list(optimizer._global_optimizer_pre_hooks.values())
+    assert not any(getattr(h, "__module__", "").startswith("svms") for h in hooks)
 
 
 # -- global sections ------------------------------------------------------------------------------

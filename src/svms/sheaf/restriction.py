@@ -9,21 +9,8 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from svms.sheaf.config import SheafStreamsConfig
-
-_optimizer_steps = 0
-
-
-def _count_optimizer_step(optimizer, args, kwargs) -> None:
-    # Fused AdamW updates parameters without bumping their version counters, so a cached value keyed
-    # on versions alone could outlive a step; every optimizer step anywhere invalidates the caches.
-    global _optimizer_steps
-    _optimizer_steps += 1
-
-
-register_optimizer_step_post_hook(_count_optimizer_step)
 
 
 class RestrictionMaps(nn.Module):
@@ -91,23 +78,38 @@ class RestrictionMaps(nn.Module):
             L[w * d:(w + 1) * d, u * d:(u + 1) * d] -= F_w.T @ F_u
         return L
 
-    @torch.no_grad()
     def lambda_max_bound(self) -> torch.Tensor:
         """A rigorous upper bound on lambda_max(L), cheap enough for every forward pass.
 
         ||delta x||^2 <= sum_e 2(||F_u||^2 ||x_u||^2 + ||F_w||^2 ||x_w||^2), hence
         lambda_max(L) <= 2 max_v sum_{e ni v} ||F_{v<e}||_2^2. The spectral norm of P Q^T equals
         that of R_P R_Q^T (r x r) from the QR factorisations of P and Q.
-        The factorisations cost more than the rest of an inference pass (13.7 of 20.5 ms on an H100), so
-        the bound is cached until P or Q change (in place, replaced, or by any optimizer step).
+
+        It enters the step size alpha as a constant (no gradient to P, Q): it is a safeguard that keeps the
+        diffusion inside its stable range, not something to optimise; its gradient would let training shrink
+        the maps to enlarge the step.
+
+        The factorisations cost more than the rest of an inference pass (13.7 of 20.5 ms on an H100), so a call
+        where no gradient flows (grad mode off: `get_action`, evaluation) caches the bound, keyed on P's and Q's
+        storage, version counters, dtype and device. A call with gradients on (training) computes it afresh and
+        drops the cache, as does `train()`: an optimizer step, which needs gradients from such a call first,
+        never outlives it, even a fused AdamW step that leaves the version counters as they were.
         """
         P, Q = self.P, self.Q
-        key = (_optimizer_steps, P.data_ptr(), Q.data_ptr(), P._version, Q._version, P.dtype, P.device)
+        if torch.is_grad_enabled():
+            self._bound_cache = None
+            with torch.no_grad():
+                return self._lambda_max_bound()
+        key = (P.data_ptr(), Q.data_ptr(), P._version, Q._version, P.dtype, P.device)
         if self._bound_cache is not None and self._bound_cache[0] == key:
             return self._bound_cache[1]
         bound = self._lambda_max_bound()
         self._bound_cache = (key, bound)
         return bound
+
+    def train(self, mode: bool = True) -> RestrictionMaps:
+        self._bound_cache = None
+        return super().train(mode)
 
     def _lambda_max_bound(self) -> torch.Tensor:
         dtype = torch.float64 if self.P.dtype == torch.float64 else torch.float32
