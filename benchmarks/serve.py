@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from svms.data import MODALITY_CONFIGS
-from svms.eval.policy import Gr00tPolicy
+from svms.policy import Gr00tPolicy
 from svms.serve import PolicyClient, encode
 from svms.testing import ROBOCASA_DIMS, make_tiny_checkpoint
 

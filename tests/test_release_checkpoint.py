@@ -241,7 +241,7 @@ def test_fine_tune_overrides_only_what_the_reference_honours(tiny_release):
 def test_eval_and_serve_use_the_checkpoints_processing(tiny_release):
     """`svms eval` and `svms serve` load through `Gr00tPolicy.from_checkpoint`: the release's order and every
     setting reach the policy; the tag must be named (the release has statistics for three)."""
-    from svms.eval.policy import Gr00tPolicy
+    from svms.policy import Gr00tPolicy
 
     with pytest.raises(SvmsError, match="pass the embodiment tag"):
         Gr00tPolicy.from_checkpoint(tiny_release, device="cpu")

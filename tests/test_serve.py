@@ -222,7 +222,7 @@ def test_every_endpoint_round_trips_flat_sim_wrapper(servers, form):
 
 
 def test_served_actions_equal_in_process_get_action(servers, checkpoints):
-    from svms.eval.policy import Gr00tPolicy
+    from svms.policy import Gr00tPolicy
 
     local = Gr00tPolicy.from_checkpoint(checkpoints["baseline"], seed=0)
     expected, _ = local.get_action(nested_observation(2, seed=3))

@@ -18,7 +18,7 @@ import zmq
 
 from svms.data.modality import MODALITY_CONFIGS
 from svms.errors import SvmsError
-from svms.eval.policy import Gr00tPolicy
+from svms.policy import Gr00tPolicy
 from svms.serve import PolicyClient, PolicyServer, PolicyServerTimeout, decode, encode
 from svms.serve.observation import Limits
 from test_serve import CAMERAS, TOKEN, flat_observation, free_port, nested_observation, pack, raw_call

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from svms.errors import SvmsError
+from svms.policy import Policy, first_of_batch
 from svms.sim import layout
 from svms.sim.language import INSTRUCTIONS, instruction, instructions
 from svms.sim.policies import RandomPolicy, ZeroPolicy, load_policy
@@ -119,9 +120,10 @@ def test_missing_simulator_names_the_extra(monkeypatch):
 
 def test_pseudo_checkpoints_and_policy_shapes():
     for policy in (ZeroPolicy(), RandomPolicy(0), load_policy("zero"), load_policy("random")):
-        chunk = policy.get_action({})
-        assert _check_chunk(chunk).shape == (16, 12)
-        assert all(v.dtype == np.float32 for v in chunk.values())
+        assert isinstance(policy, Policy) and policy.reset() == {}
+        action, info = policy.get_action({})
+        assert info == {} and all(v.shape[0] == 1 and v.dtype == np.float32 for v in action.values())  # a batch of 1
+        assert _check_chunk(first_of_batch(action)).shape == (16, 12)
     with pytest.raises(SvmsError, match="neither a folder"):
         load_policy("runs/tiny/checkpoint-10")
     with pytest.raises(SvmsError, match="robocasa_panda_omron"):

@@ -61,7 +61,7 @@ class Serve:
     def run(self) -> int:
         from svms.device import resolve_device
         from svms.errors import SvmsError
-        from svms.eval.policy import Gr00tPolicy
+        from svms.policy import Gr00tPolicy
         from svms.serve.observation import Limits
         from svms.serve.server import PolicyServer, warm_up, wire_choice
 
@@ -88,7 +88,7 @@ class Serve:
 
     def _folder(self) -> Path:
         from svms.errors import SvmsError
-        from svms.train.checkpoints import resolve_init
+        from svms.model.checkpoint import resolve_init
 
         try:
             return resolve_init(Path(self.checkpoint))

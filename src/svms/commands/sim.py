@@ -97,6 +97,7 @@ class SimRollout:
         from rich.console import Console
 
         from svms.errors import SvmsError
+        from svms.policy.protocol import cameras as policy_cameras
         from svms.sim.policies import load_policy
         from svms.sim.rollout import evaluate, results_table
 
@@ -104,13 +105,12 @@ class SimRollout:
             raise SvmsError("pass either --checkpoint or --server HOST:PORT (exactly one)")
         if self.server is not None:
             from svms.serve import PolicyClient, parse_address
-            from svms.sim.policies import CheckpointPolicy
 
-            policy = CheckpointPolicy(PolicyClient(*parse_address(self.server), wire=self.wire,
-                                                   sim_wrapper=self.sim_wrapper, api_token=self.api_token))
+            policy = PolicyClient(*parse_address(self.server), wire=self.wire, sim_wrapper=self.sim_wrapper,
+                                  api_token=self.api_token)
         else:
             policy = load_policy(self.checkpoint, seed=self.seed, device=self.device)
-        cameras = self.cameras or getattr(policy, "cameras", ALL_CAMERAS)
+        cameras = self.cameras or policy_cameras(policy) or ALL_CAMERAS
         results = evaluate(policy, self.tasks, self.episodes, self.seed, self.n_action_steps, self.resolution,
                            cameras, self.out, self.videos_per_task)
         Console().print(results_table(results, title=f"closed-loop success: {self.checkpoint or self.server}"))

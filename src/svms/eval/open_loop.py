@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from svms.errors import SvmsError
+from svms.policy.protocol import batch_of_one
 
 
 @dataclass
@@ -67,6 +68,13 @@ def task_name(dataset, pos: int) -> str:
     return names[int(values[0])]
 
 
+def sample_observation(policy, cfg, raw) -> dict[str, Any]:
+    """A dataset sample's observation (the policy's cameras and state keys) as the policy contract's batch of
+    one."""
+    return batch_of_one({k: np.stack(raw.video[k]) for k in cfg.video.modality_keys},
+                        {k: raw.state[k] for k in cfg.state.modality_keys}, raw.language, policy.language_key)
+
+
 def evaluate_episode(policy, dataset, pos: int, steps: int, action_horizon: int) -> EpisodeResult:
     """Query every `action_horizon` steps, keep the first `action_horizon` actions of each chunk."""
     cfg = policy.get_modality_config()
@@ -79,11 +87,7 @@ def evaluate_episode(policy, dataset, pos: int, steps: int, action_horizon: int)
     queries = list(range(0, n, action_horizon))
     for i in queries:
         raw = dataset.sample_at(pos, i)
-        observation = {
-            "video": {k: np.stack(raw.video[k])[None] for k in cfg.video.modality_keys},
-            "state": {k: raw.state[k][None] for k in cfg.state.modality_keys},
-            "language": {policy.language_key: [[raw.language]]},
-        }
+        observation = sample_observation(policy, cfg, raw)
         action, _ = policy.get_action(observation)
         instruction = instruction or raw.language
         chunks.append(np.concatenate([action[k][0][:action_horizon] for k in cfg.action.modality_keys], axis=-1))
@@ -277,7 +281,7 @@ def run_open_loop(checkpoint: Path | None, dataset_dir: Path, out: Path, *, serv
     from svms.data.lerobot.meta import load_meta, split_episodes
     from svms.data.lerobot.reader import Gr00tLeRobotDataset
     from svms.eval.plots_open_loop import plot_residuals, plot_router_heatmap, plot_trajectory
-    from svms.eval.policy import Gr00tPolicy, checkpoint_processor
+    from svms.policy import Gr00tPolicy, checkpoint_processor
 
     if (checkpoint is None) == (server is None):
         raise SvmsError("pass either --checkpoint DIR or --server HOST:PORT (exactly one)")
@@ -314,11 +318,7 @@ def run_open_loop(checkpoint: Path | None, dataset_dir: Path, out: Path, *, serv
             continue  # SVMS diagnostics need the model in this process
         raw = dataset.sample_at(pos, 0)
         cfg = config
-        diag = svms_diagnostics(policy, {
-            "video": {k: np.stack(raw.video[k])[None] for k in cfg.video.modality_keys},
-            "state": {k: raw.state[k][None] for k in cfg.state.modality_keys},
-            "language": {policy.language_key: [[raw.language]]},
-        })
+        diag = svms_diagnostics(policy, sample_observation(policy, cfg, raw))
         if diag is not None:
             residuals.append(diag["residual"])
             aux.append(diag["aux"])

@@ -9,12 +9,16 @@ pooling `head.*`) may be absent; SVMS weights missing from a plain N1.6 checkpoi
 for (`ignore_svms_weights`). Any other missing, unexpected or mis-shaped key is an error listing the
 difference; a weights file that cannot be read (truncated, not safetensors) is an
 `UnreadableCheckpointError` naming it.
+
+Locating checkpoints belongs here too: a run folder's complete `checkpoint-<step>/` folders and the one an
+`--init` or `--checkpoint` path means (training, evaluation and serving all ask).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,39 @@ from svms.errors import SvmsError
 from svms.model.config import Gr00tN1d6Config
 
 CONFIG_NAME = "config.json"
+#: What a training checkpoint adds beside the model folder; a `checkpoint-<step>/` without it is incomplete.
+TRAINING_STATE = "training_state.pt"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def list_checkpoints(run: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints of a run folder, oldest first."""
+    if not run.is_dir():
+        return []
+    found = []
+    for child in run.iterdir():
+        m = _CHECKPOINT.match(child.name)
+        if m and child.is_dir() and (child / TRAINING_STATE).is_file():
+            found.append((int(m.group(1)), child))
+    return sorted(found)
+
+
+def newest_checkpoint(run: Path) -> Path | None:
+    found = list_checkpoints(run)
+    return found[-1][1] if found else None
+
+
+def resolve_init(path: Path) -> Path:
+    """`--init`: a checkpoint folder as is, or a run folder's newest checkpoint."""
+    if (path / "config.json").is_file() and not (path / "metrics.jsonl").is_file():
+        return path
+    newest = newest_checkpoint(path)
+    if newest is None:
+        raise SvmsError(f"--init {path}: neither a checkpoint folder (config.json + model.safetensors) nor a "
+                        "run folder with a checkpoint-<step>/ in it")
+    return newest
+
+
 WEIGHTS_NAME = "model.safetensors"
 INDEX_NAME = "model.safetensors.index.json"
 LM_HEAD_KEY = "backbone.model.language_model.lm_head.weight"

@@ -1,70 +1,61 @@
-"""What closed-loop evaluation runs: any object with the small `Policy` protocol, and three policies
-that check the harness itself — replaying a demonstration (must succeed about as often as the
-expert), doing nothing and acting at random (must fail).
+"""The simulator's check policies: replaying a demonstration (must succeed about as often as the expert),
+doing nothing and acting at random (must fail), and `load_policy`, which names them or a GR00T checkpoint.
 
-Observation (one environment, no batch axis): every video key → uint8 (T, H, W, 3), every state
-key → float32 (T, D_key), `INSTRUCTION_KEY` → the instruction string and `STEP_KEY` → the
-step index; T = 1 here. A policy may also define `initial_seed(task, index)` to choose the
-initial state of an episode (a replay must start where its recording did). The policy
-returns, per action key, a float32 chunk (H, D_key) in physical units; the rollout executes the
-first `n_action_steps` rows and asks again (spec §9.1).
+They implement the one batched contract of `svms.policy.Policy` (batch of one here), so the rollout runs them
+exactly as it runs a checkpoint or a policy server. A check policy may also define `initial_seed(task, index)`
+to choose the initial state of an episode (a replay must start where its recording did) and `set_step(step)`
+to be told the environment step of the next observation (a replay plays the recording from there).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import numpy as np
 
+from svms.data.lerobot.embodiment import DEFAULT_ACTION_HORIZON as HORIZON  # the Panda-Omron horizon (§6.11)
 from svms.errors import SvmsError
+from svms.policy import Gr00tPolicy, Policy
 from svms.sim.layout import ACTION_DIM, ACTION_KEYS, split_keys
 
-INSTRUCTION_KEY = "annotation.human.action.task_description"
-STEP_KEY = "step"  # the environment step of the observation (an int), for open-loop replays
-HORIZON = 16  # the Panda-Omron action horizon (spec §6.11)
+
+def _chunk(actions: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
+    """(H, 12) Panda-Omron actions as the contract's batch of one: ({key: (1, H, D)}, info)."""
+    return {k: v.astype(np.float32)[None] for k, v in split_keys(actions, ACTION_KEYS).items()}, {}
 
 
-@runtime_checkable
-class Policy(Protocol):
-    """Observation dict in, action-chunk dict out; `reset` is called before every episode."""
+class _CheckPolicy:
+    """What every check policy shares: nothing to reset."""
 
-    def reset(self) -> None: ...
-
-    def get_action(self, observation: dict[str, Any]) -> dict[str, np.ndarray]: ...
+    def reset(self, options: Mapping[str, Any] | None = None) -> dict:
+        return {}
 
 
-def _chunk(actions: np.ndarray) -> dict[str, np.ndarray]:
-    return {k: v.astype(np.float32) for k, v in split_keys(actions, ACTION_KEYS).items()}
-
-
-class ZeroPolicy:
+class ZeroPolicy(_CheckPolicy):
     """Arm still, gripper open: the baseline that must never succeed."""
 
-    def reset(self) -> None:
-        pass
-
-    def get_action(self, observation: dict[str, Any]) -> dict[str, np.ndarray]:
+    def get_action(self, observation: Mapping[str, Any], options: Mapping[str, Any] | None = None,
+                   ) -> tuple[dict[str, np.ndarray], dict]:
         return _chunk(np.zeros((HORIZON, ACTION_DIM)))
 
 
-class RandomPolicy:
+class RandomPolicy(_CheckPolicy):
     """Uniform arm deltas in [-1, 1] and a random gripper: must fail, and exercises the whole range."""
 
     def __init__(self, seed: int = 0):
         self.rng = np.random.default_rng(seed)
 
-    def reset(self) -> None:
-        pass
-
-    def get_action(self, observation: dict[str, Any]) -> dict[str, np.ndarray]:
+    def get_action(self, observation: Mapping[str, Any], options: Mapping[str, Any] | None = None,
+                   ) -> tuple[dict[str, np.ndarray], dict]:
         actions = np.zeros((HORIZON, ACTION_DIM))
         actions[:, :6] = self.rng.uniform(-1, 1, (HORIZON, 6))
         actions[:, 6] = self.rng.integers(0, 2, HORIZON)
         return _chunk(actions)
 
 
-class ReplayPolicy:
+class ReplayPolicy(_CheckPolicy):
     """Replays recorded demonstrations open-loop, chunk by chunk (then holds still).
 
     Started from a recording's own initial state (the rollout asks `initial_seed`), it must
@@ -74,6 +65,7 @@ class ReplayPolicy:
     def __init__(self, recordings: dict[str, list[tuple[int, np.ndarray]]]):
         self.recordings = recordings  # task -> [(initial-state seed, actions (T, 12))]
         self.actions = np.zeros((0, ACTION_DIM), np.float32)
+        self.step = 0
 
     @classmethod
     def from_dataset(cls, root: str | Path, episode: int | None = None) -> ReplayPolicy:
@@ -108,45 +100,18 @@ class ReplayPolicy:
         seed, self.actions = self.recordings[task][index % len(self.recordings[task])]
         return seed
 
-    def reset(self) -> None:
-        pass
+    def set_step(self, step: int) -> None:
+        self.step = int(step)
 
-    def get_action(self, observation: dict[str, Any]) -> dict[str, np.ndarray]:
-        step = int(observation[STEP_KEY])
+    def get_action(self, observation: Mapping[str, Any], options: Mapping[str, Any] | None = None,
+                   ) -> tuple[dict[str, np.ndarray], dict]:
+        step = self.step
         chunk = np.zeros((HORIZON, ACTION_DIM), np.float32)
         rows = self.actions[step:step + HORIZON]
         chunk[:len(rows)] = rows
         if len(rows) < HORIZON and len(self.actions):  # past the recording: hold the gripper
             chunk[len(rows):, 6] = self.actions[-1, 6]
         return _chunk(chunk)
-
-
-class CheckpointPolicy:
-    """A trained GR00T checkpoint (`svms.eval.policy.Gr00tPolicy`) behind the rollout's protocol:
-    one unbatched observation in, one action chunk per key out (physical units)."""
-
-    def __init__(self, policy) -> None:
-        self.policy = policy
-        config = policy.get_modality_config()
-        self.cameras = tuple(config.video.modality_keys)
-        missing = [k for k in ACTION_KEYS if k not in config.action.modality_keys]
-        if missing:
-            raise SvmsError(f"the policy's embodiment has no action keys {missing}; the "
-                            "simulated Panda needs the robocasa_panda_omron layout (train on a dataset from "
-                            "`svms sim generate`)")
-
-    def reset(self) -> None:
-        self.policy.reset()
-
-    def get_action(self, observation: dict[str, Any]) -> dict[str, np.ndarray]:
-        config = self.policy.get_modality_config()
-        batched = {
-            "video": {k: np.asarray(observation[k])[None] for k in config.video.modality_keys},
-            "state": {k: np.asarray(observation[k], np.float32)[None] for k in config.state.modality_keys},
-            "language": {self.policy.language_key: [[observation[INSTRUCTION_KEY]]]},
-        }
-        action, _ = self.policy.get_action(batched)
-        return {k: v[0] for k, v in action.items()}
 
 
 def load_policy(checkpoint: str | Path, seed: int = 0, device: str = "auto") -> Policy:
@@ -165,6 +130,4 @@ def load_policy(checkpoint: str | Path, seed: int = 0, device: str = "auto") -> 
     if not Path(spec).is_dir():
         raise SvmsError(f"--checkpoint {spec!r} is neither a folder nor one of zero, random, "
                         "replay:DATASET_DIR[:EPISODE]")
-    from svms.eval.policy import Gr00tPolicy
-
-    return CheckpointPolicy(Gr00tPolicy.from_checkpoint(spec, device=device, seed=seed))
+    return Gr00tPolicy.from_checkpoint(spec, device=device, seed=seed)

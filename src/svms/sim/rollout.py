@@ -21,9 +21,9 @@ import numpy as np
 
 from svms import seeding
 from svms.errors import SvmsError
+from svms.policy.protocol import Policy, batch_of_one, first_of_batch, language_key, modality_config
 from svms.sim.language import instruction
 from svms.sim.layout import ACTION_KEYS, STATE_KEYS, action_to_env, join_keys, split_keys
-from svms.sim.policies import INSTRUCTION_KEY, STEP_KEY, Policy
 from svms.sim.tasks import CAMERAS, CONTROL_FREQ, TASKS, SimEnv, check_cameras, task_spec
 
 Z_95 = 1.959963984540054
@@ -59,11 +59,20 @@ class TaskResult:
     per_episode: list[dict[str, Any]] = field(default_factory=list)  # {"seed", "success", "length"}
 
 
-def _observation(env: SimEnv, text: str, step: int) -> dict[str, Any]:
-    obs: dict[str, Any] = {key: frame[None] for key, frame in env.render().items()}
-    obs.update({key: value[None] for key, value in split_keys(env.state(), STATE_KEYS).items()})
-    obs[INSTRUCTION_KEY], obs[STEP_KEY] = text, step
-    return obs
+def _observation(env: SimEnv, text: str, language: str) -> dict[str, Any]:
+    """The environment's current step in the policy contract's batched form (a batch of one)."""
+    video = {key: frame[None] for key, frame in env.render().items()}
+    state = {key: value[None] for key, value in split_keys(env.state(), STATE_KEYS).items()}
+    return batch_of_one(video, state, text, language)
+
+
+def check_embodiment(policy: Policy) -> None:
+    """A policy with a modality config (a checkpoint, a server) must act in the simulated robot's keys."""
+    config = modality_config(policy)
+    missing = [] if config is None else [k for k in ACTION_KEYS if k not in config.action.modality_keys]
+    if missing:
+        raise SvmsError(f"the policy's embodiment has no action keys {missing}; the simulated Panda needs the "
+                        "robocasa_panda_omron layout (train on a dataset from `svms sim generate`)")
 
 
 def _check_chunk(chunk: dict[str, np.ndarray]) -> np.ndarray:
@@ -85,10 +94,13 @@ def run_episode(env: SimEnv, policy: Policy, seed: int, text: str, n_action_step
     """One closed-loop episode: (success, steps, every step's frame of the first camera if `record`)."""
     env.reset(seed)
     policy.reset()
+    language = language_key(policy)
     success, step, frames = False, 0, []
     while step < env.spec.max_steps and not success:
-        obs = _observation(env, text, step)
-        chunk = _check_chunk(policy.get_action(obs))
+        if hasattr(policy, "set_step"):
+            policy.set_step(step)
+        action, _ = policy.get_action(_observation(env, text, language))
+        chunk = _check_chunk(first_of_batch(action))
         for action in chunk[:n_action_steps]:
             if record:
                 frames.append(env.render()[env.cameras[0]])
@@ -120,6 +132,7 @@ def evaluate(
     if episodes < 1 or n_action_steps < 1:
         raise SvmsError(f"episodes ({episodes}) and n_action_steps ({n_action_steps}) must be at least 1.")
     out = None if out is None else Path(out)
+    check_embodiment(policy)
     results = []
     with Progress(disable=not progress, transient=True) as bar:
         for task in tasks:

@@ -132,12 +132,13 @@ def open_loop(run: str, dataset: str, out: str, split: str, steps: int, plots: i
 
 def closed_loop(run: str, tasks: list[str], episodes: int, seed: int, resolution: int, cameras: list[str],
                 videos_per_task: int, n_action_steps: int, out: str) -> str:
+    from svms.policy.protocol import cameras as policy_cameras
     from svms.sim.policies import load_policy
     from svms.sim.rollout import evaluate
 
     policy = load_policy(run, seed=0)
     results = evaluate(policy, tasks, episodes, seed=seed, n_action_steps=n_action_steps, resolution=resolution,
-                       cameras=getattr(policy, "cameras", None) or cameras, out=out,
+                       cameras=policy_cameras(policy) or cameras, out=out,
                        videos_per_task=videos_per_task, progress=False)
     return f"closed-loop success {sum(r.successes for r in results)}/{sum(r.episodes for r in results)}"
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import errno
 import os
 import random
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,39 +20,14 @@ import numpy as np
 import torch
 
 from svms.errors import SvmsError
-from svms.model.checkpoint import UnreadableCheckpointError
+from svms.model.checkpoint import (  # noqa: F401 (where a run's checkpoints are found, re-exported for the trainer)
+    TRAINING_STATE,
+    UnreadableCheckpointError,
+    list_checkpoints,
+    newest_checkpoint,
+    resolve_init,
+)
 from svms.train.run_folder import tmp_checkpoint_name
-
-TRAINING_STATE = "training_state.pt"
-_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-
-
-def list_checkpoints(run: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints of a run folder, oldest first."""
-    if not run.is_dir():
-        return []
-    found = []
-    for child in run.iterdir():
-        m = _CHECKPOINT.match(child.name)
-        if m and child.is_dir() and (child / TRAINING_STATE).is_file():
-            found.append((int(m.group(1)), child))
-    return sorted(found)
-
-
-def newest_checkpoint(run: Path) -> Path | None:
-    found = list_checkpoints(run)
-    return found[-1][1] if found else None
-
-
-def resolve_init(path: Path) -> Path:
-    """`--init`: a checkpoint folder as is, or a run folder's newest checkpoint."""
-    if (path / "config.json").is_file() and not (path / "metrics.jsonl").is_file():
-        return path
-    newest = newest_checkpoint(path)
-    if newest is None:
-        raise SvmsError(f"--init {path}: neither a checkpoint folder (config.json + model.safetensors) nor a "
-                        "run folder with a checkpoint-<step>/ in it")
-    return newest
 
 
 def rng_state(svms_generator: torch.Generator | None) -> dict[str, Any]:

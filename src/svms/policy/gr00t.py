@@ -1,4 +1,4 @@
-"""The GR00T policy interface (spec §9.1) around a checkpoint folder.
+"""The GR00T policy (spec §9.1) around a checkpoint folder: model + processor, in physical units.
 
 `get_action(observation)` takes a batched observation in physical units —
 `video` {camera: uint8 (B, T_v, H, W, 3)}, `state` {key: float32 (B, T_s, D)}, `language`
@@ -19,8 +19,11 @@ import torch
 from svms.data.collate import collate
 from svms.data.modality import EmbodimentConfig, normalize_tag
 from svms.data.processor import Gr00tProcessor
+from svms.data.processor_files import load_processor
 from svms.device import resolve_device
 from svms.errors import SvmsError
+from svms.model import Gr00tN1d6
+from svms.model.checkpoint import resolve_init
 
 
 class Gr00tPolicy:
@@ -48,8 +51,6 @@ class Gr00tPolicy:
         Without `embodiment_tag` the checkpoint's only tag with statistics is used. On CUDA the model
         runs in bf16 as the reference does unless `dtype` says otherwise.
         """
-        from svms.model import Gr00tN1d6
-
         folder, processor, embodiment_tag = checkpoint_processor(checkpoint, embodiment_tag)
         dev = resolve_device(device)
         if dtype is None and dev.type == "cuda":
@@ -125,9 +126,6 @@ def checkpoint_processor(checkpoint: str | Path, embodiment_tag: str | None = No
                          ) -> tuple[Path, Gr00tProcessor, str]:
     """A checkpoint's folder (a run folder means its newest checkpoint), processor and embodiment tag, checked:
     the tag must have a modality config and statistics there. Without a tag, the checkpoint's only one."""
-    from svms.data.processor_files import load_processor
-    from svms.train.checkpoints import resolve_init
-
     folder = resolve_init(Path(checkpoint))
     processor = load_processor(folder)
     tags = sorted(set(processor.configs) & set(processor.statistics))
