@@ -69,3 +69,10 @@ ARMS: dict[str, Arm] = {arm.name: arm for arm in (
 )}
 
 ABLATIONS = tuple(name for name, arm in ARMS.items() if arm.role == "ablation")
+
+
+def arm_role(arm: str) -> str:
+    """baseline, treatment, ablation or control: the registry's, else a control when the name says so."""
+    if arm in ARMS:
+        return ARMS[arm].role
+    return "control" if CONTROL in arm else "treatment"

@@ -28,20 +28,18 @@ import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from svms.errors import SvmsError
 from svms.eval import stats
+from svms.eval.power import PowerCheck, check_power
+from svms.eval.stats import OVERALL
 from svms.protocol import ABLATIONS, ARMS, BASELINE, PHASE_ORDER, SVMS
-
-if TYPE_CHECKING:
-    from svms.eval.power import PowerCheck
+from svms.protocol import arm_role as role
 
 __all__ = ["ABLATIONS", "ARMS", "BASELINE", "SVMS", "CompareResult", "Comparison", "compare", "role"]
-METRICS = {"open_loop_mse": "open-loop MSE", "open_loop_mae": "open-loop MAE", "success": "closed-loop success"}
-OVERALL = "overall"
 OPEN_LOOP_FILE = "eval/open_loop/metrics.json"
 CLOSED_LOOP_FILE = "eval/closed_loop/results.json"
 
@@ -98,13 +96,6 @@ class Comparison:
     reference: str = BASELINE
     mde: float | None = None  # minimum detectable effect: % of the reference's error (open loop), points (success)
     test_label: str | None = None  # what the test alone said, before `svms.eval.power` gated the label
-
-
-def role(arm: str) -> str:
-    """baseline, treatment, ablation or control: the registry's, else a control when the name says so."""
-    if arm in ARMS:
-        return ARMS[arm].role
-    return "control" if "control" in arm else "treatment"
 
 
 def references(arm: str) -> tuple[str, ...]:
@@ -194,8 +185,6 @@ def compare(run_dirs: list[Path] | tuple[Path, ...], resamples: int = 10_000, se
         raise SvmsError(f"nothing to compare: the baseline and at least one other arm need results of the same kind "
                         f"({OPEN_LOOP_FILE} from `svms eval open-loop --out RUN/eval/open_loop`, or "
                         f"{CLOSED_LOOP_FILE} from `svms sim rollout`); runs with results per arm: {have}")
-    from svms.eval.power import check_power  # it reads this module's results
-
     check_power(result)
     return result
 

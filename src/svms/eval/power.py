@@ -25,9 +25,14 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from svms.eval.compare import BASELINE, METRICS, OVERALL, CompareResult, role
-from svms.eval.stats import NO_CHANGE, REGRESSED, UNDERPOWERED
+from svms.eval.stats import METRICS, NO_CHANGE, OVERALL, REGRESSED, UNDERPOWERED
+from svms.protocol import BASELINE
+from svms.protocol import arm_role as role
+
+if TYPE_CHECKING:  # the results this module checks; `compare` calls it
+    from svms.eval.compare import CompareResult
 
 GATED_ROLES = ("treatment", "ablation")
 

@@ -13,9 +13,12 @@ import math
 from pathlib import Path
 
 from svms.eval import stats
-from svms.eval.compare import BASELINE, METRICS, OVERALL, SVMS, ArmStat, CompareResult, Comparison, role
+from svms.eval.compare import ArmStat, CompareResult, Comparison
 from svms.eval.plots import write_figures
 from svms.eval.power import PowerCheck
+from svms.eval.stats import METRICS, OVERALL
+from svms.protocol import BASELINE, SVMS
+from svms.protocol import arm_role as role
 
 
 def write_report(result: CompareResult, out: Path) -> Path:

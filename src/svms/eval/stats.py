@@ -25,6 +25,9 @@ from statistics import NormalDist
 
 import numpy as np
 
+#: The compared metrics (key → name in reports) and the scope of all tasks together.
+METRICS = {"open_loop_mse": "open-loop MSE", "open_loop_mae": "open-loop MAE", "success": "closed-loop success"}
+OVERALL = "overall"
 ALPHA = 0.05
 Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
 POWER = 0.8  # the minimum detectable effect is the change found significant with this probability

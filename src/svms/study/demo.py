@@ -16,7 +16,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from svms.protocol import ABLATIONS
-from svms.study.plan import Plan, load_plan
+from svms.study.loading import load_plan
+from svms.study.plan import Plan
 
 
 def demo_plan(quick: bool = False, ablations: bool = False) -> Plan:

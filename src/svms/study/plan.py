@@ -20,7 +20,7 @@ from typing import Any
 
 from svms.errors import SvmsError
 from svms.protocol import ARMS, SVMS_PHASES
-from svms.study.toml_table import Table, read_toml
+from svms.study.toml_table import Table
 
 BUILTIN = Path(__file__).with_name("plans")
 LAUNCHERS = ("local", "slurm")
@@ -282,21 +282,6 @@ def _hint_name(hint: Any) -> str:
     return str(hint).replace("typing.", "").replace("pathlib.", "")
 
 
-def check_train_values(plan: Plan) -> None:
-    """Every training job's options pass `svms train`'s own checks (values such as a sheaf schedule's name)."""
-    from svms.study.jobs import expand
-    from svms.train.config import TrainConfig
-
-    for job in expand(plan, Path("study")):
-        if job.kind in ("train", "pretrain"):
-            args = {k: tuple(v) if isinstance(v, list) else v for k, v in job.args.get("train", job.args).items()}
-            try:
-                TrainConfig(**{"out": "study", **args})
-            except SvmsError as err:
-                raise SvmsError(f"{err} (in the `svms train` options of job {job.name}: fix [flags] or "
-                                f"[phases.N.flags])") from err
-
-
 def builtin_plans() -> list[str]:
     return sorted(p.stem for p in BUILTIN.glob("*.toml"))
 
@@ -310,21 +295,6 @@ def plan_path(spec: str | Path) -> Path:
         return BUILTIN / f"{spec}.toml"
     raise SvmsError(f"plan {spec!r} is neither a TOML file nor a built-in plan; use a path or one of "
                     f"{', '.join(builtin_plans())}")
-
-
-def load_plan(spec: str | Path, arms_extra: tuple[str, ...] = (), check_paths: bool = True) -> Plan:
-    """Read and check a plan; `arms_extra` appends arms (`svms demo --ablations`). SvmsError names file and key."""
-    path = plan_path(spec)
-    try:
-        plan = _read(Table(read_toml(path)), path, arms_extra)
-        if check_paths:
-            plan.check_paths()
-        check_train_values(plan)
-        return plan
-    except SvmsError as err:
-        if str(err).startswith(f"{path}:"):
-            raise
-        raise SvmsError(f"{path}: {err}") from err
 
 
 def _path(value: str | None) -> Path | None:
