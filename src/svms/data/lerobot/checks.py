@@ -167,8 +167,9 @@ def _index_problems(meta: DatasetMeta, episode: int, where: str, arrays: dict, r
     r = _first_wrong_row(arrays, "episode_index", episode)
     if r is not None:
         out.append(Problem(f"{where} column 'episode_index'", f"row {r} holds episode "
-                           f"{arrays['episode_index'][r]:g} but these are episode {episode}'s rows; every row belongs to the "
-                           "episode the metadata places it in. Fix the column or move the rows to their episode."))
+                           f"{arrays['episode_index'][r]:g} but this is episode {episode}'s "
+                           f"{'row range' if meta.is_v3 else 'file'}; every row belongs to the episode the metadata "
+                           "places it in. Fix the column or move the rows to their episode."))
     t = arrays.get("timestamp")
     if t is not None and t.dtype.kind == "f" and len(t) and np.isfinite(t).all():
         t = t.reshape(len(t), -1)[:, 0].astype(np.float64)
