@@ -1,4 +1,4 @@
-"""`svms data …`: look at, check and prepare GR00T-flavoured LeRobot v2 datasets."""
+"""`svms data …`: look at, check, convert and prepare GR00T-flavoured LeRobot datasets (v2.0, v2.1, v3.0)."""
 
 from __future__ import annotations
 
@@ -65,7 +65,10 @@ class DataValidate:
 
 @dataclass
 class DataStats:
-    """Write meta/stats.json (float columns) and meta/relative_stats.json (relative action keys) in place."""
+    """Write meta/stats.json (float columns) and meta/relative_stats.json (relative action keys) in place.
+
+    Every statistic is computed from the data, whatever an existing stats.json holds; one svms did not write
+    (e.g. LeRobot's, without quantiles) is kept as meta/stats.backup.json."""
 
     path: Annotated[Path, tyro.conf.Positional]
     """dataset folder (the one containing meta/)"""
@@ -75,8 +78,10 @@ class DataStats:
     def run(self) -> int:
         from svms.data.lerobot import write_stats
 
-        for written in write_stats(self.path, self.embodiment_tag, progress=True):
-            print(f"wrote {written}")
+        stats, relative, *backup = write_stats(self.path, self.embodiment_tag, progress=True)
+        for path in backup:
+            print(f"kept the previous {stats.name} (not written by svms) as {path}")
+        print(f"wrote {stats}\nwrote {relative}")
         return 0
 
 

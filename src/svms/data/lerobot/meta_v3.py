@@ -70,8 +70,8 @@ def read_tasks(path: Path) -> dict[int, str]:
 def _episode_rows(root: Path) -> list[tuple[Path, dict[str, Any]]]:
     files = sorted((root / "meta" / "episodes").glob("**/*.parquet"))
     if not files:
-        v2 = " It has meta/episodes.jsonl, the v2 layout: if the data are v2.1, set meta/info.json's codebase_version to " \
-             '"v2.1".' if (root / "meta" / "episodes.jsonl").is_file() else ""
+        v2 = (" It has meta/episodes.jsonl, the v2 layout: if the data are v2.1, set meta/info.json's "
+              'codebase_version to "v2.1".') if (root / "meta" / "episodes.jsonl").is_file() else ""
         raise SvmsError(f"{root / 'meta/episodes'} holds no parquet file, but meta/info.json says codebase_version "
                         f"v3.0.{v2} {EPISODES_HOWTO}")
     rows = []

@@ -6,8 +6,8 @@ A = max(action delta) − min(action delta) + 1 and L = min(parquet rows, declar
 `allow_padding` every step is valid and out-of-range rows are clamped to the episode. State and
 action arrays are read once per episode and kept (they are small); video frames are decoded on
 demand by seeking (`video.VideoDecoder`; in a v3.0 file shared by many episodes, from the episode's first
-frame on), image features from the PNG bytes of their rows (`images`). What the reference tolerates (a declared length that
-differs from the parquet rows, missing stats) is tolerated here too, with a warning.
+frame on), image features from the PNG bytes of their rows (`images`). What the reference tolerates
+(a declared length that differs from the parquet rows, missing stats) is tolerated here too, with a warning.
 
 Training asks for `dataset[(index, position)]`, position being the sample's place in the run
 (`svms.train.data`): its random choices (the train image transform when `train_augment`, the
@@ -35,8 +35,8 @@ from svms.data.aux_labels import prompt_aux_labels
 from svms.data.collate import collate
 from svms.data.lerobot.checks import check_loadable
 from svms.data.lerobot.embodiment import resolve_config
-from svms.data.lerobot.meta import DatasetMeta, load_meta, modality_range_problems
 from svms.data.lerobot.images import decode_image
+from svms.data.lerobot.meta import DatasetMeta, load_meta, modality_range_problems
 from svms.data.lerobot.stats_files import dataset_statistics
 from svms.data.lerobot.video import DecoderCache, VideoDecoder
 from svms.data.modality import EmbodimentConfig, normalize_tag

@@ -1,4 +1,5 @@
-"""Strict dataset validation (LeRobot v2.0, v2.1, v3.0): every inconsistency the loader would tolerate or trip over, as a list.
+"""Strict dataset validation (LeRobot v2.0, v2.1, v3.0): every inconsistency the loader would tolerate or trip
+over, as a list.
 
 Where loading warns and carries on as the reference does (a declared episode length that differs
 from the parquet rows, tasks missing from tasks.jsonl), validation reports an error. A dataset
