@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import tyro
 
@@ -82,6 +82,37 @@ class DataStats:
         for path in backup:
             print(f"kept the previous {stats.name} (not written by svms) as {path}")
         print(f"wrote {stats}\nwrote {relative}")
+        return 0
+
+
+@dataclass
+class DataConvert:
+    """Convert a dataset between LeRobot v2.1 and v3.0 into a new folder, keeping meta/modality.json,
+    stats.json and relative_stats.json (LeRobot's own converter drops them, and only goes v2.1 → v3.0).
+
+    Columns and image features are copied as they are, videos packet by packet (bit-identical frames) where
+    the episode boundaries allow, else re-encoded as h264. Statistics are computed when the source's
+    stats.json lacks the quantiles training needs. The output passes `svms data validate`."""
+
+    source: Annotated[Path, tyro.conf.Positional]
+    """dataset folder to read (the one containing meta/)"""
+    out: Annotated[Path, tyro.conf.Positional]
+    """new dataset folder (must not exist, or be empty)"""
+    to: Literal["v2.1", "v3.0"] = "v3.0"
+    """LeRobot format to write"""
+    data_file_mb: float = 100
+    """v3.0: start a new data parquet once one reaches this size (LeRobot's default)"""
+    video_file_mb: float = 200
+    """v3.0: start a new mp4 per camera once one reaches this size (LeRobot's default)"""
+    embodiment_tag: str = "new_embodiment"
+    """embodiment whose relative action keys get relative_stats.json, when statistics are computed"""
+
+    def run(self) -> int:
+        from svms.data.lerobot.convert import convert_dataset
+
+        meta = convert_dataset(self.source, self.out, self.to, self.data_file_mb, self.video_file_mb,
+                               self.embodiment_tag)
+        print(f"wrote {self.out}: LeRobot {meta.version}, {len(meta.episodes)} episodes, {meta.total_frames} frames")
         return 0
 
 

@@ -407,15 +407,22 @@ def _read_stats(path: Path, float_columns: list[str]) -> tuple[dict[str, dict[st
     return (None if lacking else stats), lacking
 
 
-def load_meta(root: str | Path) -> DatasetMeta:
-    """Parse `root/meta/`; raise SvmsError naming the file and the fix on anything unusable."""
+def load_meta(root: str | Path, require_modality: bool = True) -> DatasetMeta:
+    """Parse `root/meta/`; raise SvmsError naming the file and the fix on anything unusable.
+
+    Without `require_modality` (format conversion, which needs no GR00T key map) a dataset that lacks
+    meta/modality.json gets one naming every camera feature and no state/action key."""
     root = Path(root)
     if not root.is_dir():
         raise SvmsError(f"dataset folder {root} does not exist; pass the folder that contains meta/.")
     meta_dir = root / "meta"
     info = read_json(meta_dir / "info.json", INFO_JSON_HOWTO)
     _check_info(info, meta_dir / "info.json")
-    modality = read_json(meta_dir / "modality.json", MODALITY_JSON_HOWTO)
+    if require_modality or (meta_dir / "modality.json").exists():
+        modality = read_json(meta_dir / "modality.json", MODALITY_JSON_HOWTO)
+    else:
+        cameras = [k for k, f in info["features"].items() if f.get("dtype") in CAMERA_DTYPES]
+        modality = {"state": {}, "action": {}, "video": {k: {"original_key": k} for k in cameras}}
     check_modality_json(modality, meta_dir / "modality.json")
     locations: dict[int, EpisodeLocation] = {}
     if str(info["codebase_version"]).startswith("v3"):
