@@ -78,7 +78,7 @@ class PacketJoiner:
 
     def __init__(self, path: Path, template: Path, fps: float):
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.path, self.fps, self.frames = path, fps, 0
+        self.path, self.fps, self.frames, self.bytes = path, fps, 0, 0
         self._template = av.open(str(template))
         self.out = av.open(str(path), "w")
         self.stream = self.out.add_stream_from_template(self._template.streams.video[0], opaque=True)
@@ -96,6 +96,7 @@ class PacketJoiner:
             for p in packets:
                 p.pts, p.dts = p.pts + shift, p.dts + shift
                 p.stream = self.stream
+                self.bytes += p.size
                 self.out.mux(p)
         self.frames += count
         return True
@@ -152,7 +153,7 @@ def _videos_to_v3(meta: DatasetMeta, out: Path, camera: str, lengths: list[int],
         return _videos_to_v3_encoded(meta, out, camera, lengths)
     rows, file_index, joiner = [], 0, None
     for source, n in zip(sources, lengths, strict=True):
-        if joiner is not None and joiner.path.stat().st_size / 1e6 >= file_mb:
+        if joiner is not None and joiner.bytes / 1e6 >= file_mb:
             joiner.close()
             joiner, file_index = None, file_index + 1
         chunk, f = _chunk(file_index, chunks_size)
@@ -229,7 +230,7 @@ def _to_v3(meta: DatasetMeta, out: Path, data_file_mb: float, video_file_mb: flo
     flush()
     videos = [c for c in cameras if meta.features[c]["dtype"] == "video"]
     for camera in videos:
-        for row, (rel, begin, end, chunk, f) in zip(episodes, _videos_to_v3(meta, out, camera, lengths,
+        for row, (_file, begin, end, chunk, f) in zip(episodes, _videos_to_v3(meta, out, camera, lengths,
                                                                             video_file_mb, chunks_size), strict=True):
             row.update({f"videos/{camera}/chunk_index": chunk, f"videos/{camera}/file_index": f,
                         f"videos/{camera}/from_timestamp": begin, f"videos/{camera}/to_timestamp": end})
