@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from svms.cli import main
-from svms.data.lerobot import Gr00tLeRobotDataset, load_meta, validate_dataset, write_stats, write_synthetic_dataset
+from svms.data.lerobot import Gr00tLeRobotDataset, load_meta, validate_dataset, write_synthetic_dataset
 from svms.data.lerobot.convert import convert_dataset
 from svms.data.lerobot.video import decode_all
 from svms.data.lerobot.writer import write_video
@@ -188,7 +188,8 @@ def test_stats_computes_missing_quantiles_and_keeps_the_foreign_file(tmp_path, c
     assert "stats.backup.json" in capsys.readouterr().out
     assert (root / "meta/stats.backup.json").read_bytes() == original
     stats = load_meta(root).stats
-    state = np.concatenate([load_meta(root).read_episode(e, ["observation.state"])["observation.state"] for e in (0, 1)])
+    meta = load_meta(root)
+    state = np.concatenate([meta.read_episode(e, ["observation.state"])["observation.state"] for e in (0, 1)])
     np.testing.assert_allclose(stats["observation.state"]["q99"], np.quantile(state, 0.99, axis=0), rtol=1e-5)
     assert main(["data", "stats", str(root)]) == 0  # now svms's own file: replaced, no second backup
     assert sorted(p.name for p in (root / "meta").glob("stats*")) == ["stats.backup.json", "stats.json"]
@@ -235,8 +236,9 @@ def test_converted_lerobot_datasets_read_as_lerobot_reads_the_source(name, tmp_p
 
 def test_converting_lerobots_conversion_back_keeps_modality_and_adds_quantiles(tmp_path):
     out = convert_dataset(FIXTURES / "v30_converted", tmp_path / "out", "v2.1")
-    assert (out.root / "meta/modality.json").read_bytes() == (FIXTURES / "v30_converted/meta/modality.json").read_bytes()
-    assert (out.root / "meta/stats.backup.json").read_bytes() == (FIXTURES / "v30_converted/meta/stats.json").read_bytes()
+    source = FIXTURES / "v30_converted/meta"
+    assert (out.root / "meta/modality.json").read_bytes() == (source / "modality.json").read_bytes()
+    assert (out.root / "meta/stats.backup.json").read_bytes() == (source / "stats.json").read_bytes()
     assert "q01" in load_meta(out.root).stats["action"]
     _assert_like_lerobot(out.root, "v30_converted")
 

@@ -134,7 +134,7 @@ class DataAuxCoverage:
         meta = load_meta(self.path)
         texts = [normalize_language(t) for ep in meta.episodes for t in ep.tasks]
         if not texts:
-            raise SvmsError(f"{self.path}: meta/episodes.jsonl lists no instruction (no episode has tasks).")
+            raise SvmsError(f"{self.path}: {meta.episode_list} lists no instruction (no episode has tasks).")
         cov = aux_coverage(texts, top=self.top)
         print(f"{cov.n_texts} instructions (one per episode and task), {cov.n_tokens} tokens")
         for name, share in cov.stream_share.items():

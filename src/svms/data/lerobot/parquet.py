@@ -18,8 +18,8 @@ from svms.errors import SvmsError
 
 def _missing(path: Path) -> SvmsError:
     return SvmsError(
-        f"parquet file {path} does not exist; every episode of meta/episodes.jsonl needs one at "
-        "info.json's data_path (or remove the episode from episodes.jsonl)."
+        f"parquet file {path} does not exist; every episode the dataset lists needs its rows in the file "
+        "info.json's data_path names (or remove the episode from meta/episodes.jsonl or meta/episodes/)."
     )
 
 

@@ -23,7 +23,7 @@ def read_float_episodes(meta: DatasetMeta, progress: bool = False) -> list[dict[
     """Every float column of every episode, in episodes.jsonl order."""
     columns = meta.float_columns()
     if not meta.episodes:
-        raise SvmsError(f"{meta.root / 'meta/episodes.jsonl'} lists no episode; there is nothing to compute.")
+        raise SvmsError(f"{meta.root / meta.episode_list} lists no episode; there is nothing to compute.")
     episodes = meta.episodes
     if progress:
         episodes = track(episodes, description="reading episodes", transient=True)
