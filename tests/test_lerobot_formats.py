@@ -269,3 +269,12 @@ def test_convert_refuses_a_non_empty_target_and_the_same_version(tmp_path, capsy
     assert not (tmp_path / "new").exists()
     assert main(["data", "convert", str(FIXTURES / "v21_image"), str(tmp_path / "cli"), "--to", "v3.0"]) == 0
     assert "LeRobot v3.0, 2 episodes, 19 frames" in capsys.readouterr().out
+
+
+def test_inspect_names_the_layout_and_image_cameras(capsys):
+    assert main(["data", "inspect", str(FIXTURES / "v30_video")]) == 0
+    out = capsys.readouterr().out
+    assert "LeRobot v3.0" in out and "2 data file(s), 2 video file(s) shared by 3 episodes" in out
+    assert main(["data", "inspect", str(FIXTURES / "v30_image")]) == 0
+    out = capsys.readouterr().out
+    assert "32x32 image feature" in out and "missing" not in out
