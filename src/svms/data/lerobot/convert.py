@@ -209,7 +209,9 @@ def _to_v3(meta: DatasetMeta, out: Path, data_file_mb: float, video_file_mb: flo
             chunk, f = _chunk(file_index, chunks_size)
             path = out / V3_DATA_PATH.format(chunk_index=chunk, file_index=f)
             path.parent.mkdir(parents=True, exist_ok=True)
-            pq.write_table(pa.concat_tables(pending), path)
+            with pq.ParquetWriter(path, pending[0].schema) as writer:
+                for table in pending:  # a row group per episode: reading one episode reads its own rows
+                    writer.write_table(table)
             file_index, pending, pending_bytes = file_index + 1, [], 0
 
     for i, (ep, table) in enumerate(zip(meta.episodes, tables, strict=True)):
