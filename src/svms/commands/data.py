@@ -32,7 +32,10 @@ class DataValidate:
 
     Checked: meta/ files, each episode's parquet columns (dtypes, widths against info.json and modality.json,
     NaN/Inf, timestamps, frame_index, episode_index, task indices), its videos (frame count, fps, size) and
-    the statistics files (finite, as wide as their columns). A dataset that lacks only meta/stats.json is
+    the statistics files (finite, as wide as their columns). LeRobot v3.0 also: each episode's index range
+    against its length and the index column, each video time range against length / fps and the file, every
+    referenced file present, every task in meta/tasks.parquet. Image-feature cameras: their bytes decode at
+    the declared size. A dataset that lacks only meta/stats.json is
     valid; the note says how to compute it. Training and evaluation refuse what is an error here, except a
     length in episodes.jsonl that differs from the parquet rows and metadata totals (they warn).
     """
