@@ -11,7 +11,7 @@ The ratio column is against the naive loader measured in the same run. Then the 
 alone, and the GR00T image transform per 256x256 frame: train (random crop, + rotation, + colour
 jitter) against eval (centre crop). Then the same dataset converted to LeRobot v3.0 (`svms data convert`, one
 parquet and one mp4 per camera shared by all episodes) against v2.1: raw samples/s of both on the same
-indices, best of 3 interleaved rounds, and the read cost of v3.0 relative to v2.1 (target: at most 1.2x).
+indices, best of 5 interleaved rounds, and the read cost of v3.0 relative to v2.1 (target: at most 1.2x).
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def main() -> None:
     transform_costs()
 
 
-def format_costs(root: Path, indices: Sequence[int], rounds: int = 3) -> None:
+def format_costs(root: Path, indices: Sequence[int], rounds: int = 5) -> None:
     """Raw samples/s of the v2.1 dataset at `root` and of its v3.0 conversion, on the same indices."""
     from svms.data.lerobot.convert import convert_dataset
 
