@@ -9,7 +9,9 @@ for the seeking decoder (ours) and for a baseline that opens each video and deco
 up to the wanted frame for every sample; then ours through a DataLoader with worker processes.
 The ratio column is against the naive loader measured in the same run. Then the processing stage
 alone, and the GR00T image transform per 256x256 frame: train (random crop, + rotation, + colour
-jitter) against eval (centre crop).
+jitter) against eval (centre crop). Then the same dataset converted to LeRobot v3.0 (`svms data convert`, one
+parquet and one mp4 per camera shared by all episodes) against v2.1: raw samples/s of both on the same
+indices, best of 5 interleaved rounds, and the read cost of v3.0 relative to v2.1 (target: at most 1.2x).
 """
 
 from __future__ import annotations
@@ -115,11 +117,31 @@ def main() -> None:
             r = n / (time.perf_counter() - t0)
             rows.append((f"full: ours, DataLoader {args.workers} workers", r, r / full_naive))
 
-    print(f"\n{'loader':<48} {'samples/s':>10} {'vs naive':>9}")
-    for name, r, ratio in rows:
-        print(f"{name:<48} {r:>10.1f} {ratio:>8.1f}x")
+        print(f"\n{'loader':<48} {'samples/s':>10} {'vs naive':>9}")
+        for name, r, ratio in rows:
+            print(f"{name:<48} {r:>10.1f} {ratio:>8.1f}x")
+        format_costs(root, indices)
     processing_stage()
     transform_costs()
+
+
+def format_costs(root: Path, indices: Sequence[int], rounds: int = 5) -> None:
+    """Raw samples/s of the v2.1 dataset at `root` and of its v3.0 conversion, on the same indices."""
+    from svms.data.lerobot.convert import convert_dataset
+
+    v3 = root.parent / "ds_v30"
+    t0 = time.perf_counter()
+    convert_dataset(root, v3, "v3.0")
+    print(f"\nconverted to LeRobot v3.0 in {time.perf_counter() - t0:.1f} s")
+    datasets = {"v2.1": Gr00tLeRobotDataset(root), "v3.0": Gr00tLeRobotDataset(v3)}
+    best = dict.fromkeys(datasets, 0.0)
+    for _ in range(rounds):
+        for name, ds in datasets.items():
+            best[name] = max(best[name], rate(lambda idx, ds=ds: [ds.raw_sample(i) for i in idx], indices))
+    print(f"{'raw samples, same indices':<48} {'samples/s':>10}")
+    for name, r in best.items():
+        print(f"{'LeRobot ' + name:<48} {r:>10.1f}")
+    print(f"read cost of v3.0 relative to v2.1: {best['v2.1'] / best['v3.0']:.2f}x")
 
 
 def transform_costs(frames: int = 500) -> None:

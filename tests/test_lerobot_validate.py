@@ -95,7 +95,7 @@ CASES = {
     "empty dataset": (lambda r: _episodes_lines(r, []), ["episodes.jsonl", "empty"]),
     "codebase v3.0": (
         lambda r: _edit_json(r / "meta/info.json", lambda d: d.update(codebase_version="v3.0")),
-        ["info.json", "v3.0", "Convert the dataset to v2.1"],
+        ["info.json", "v3.0", "meta/episodes.jsonl, the v2 layout", '"v2.1"'],
     ),
     "episodes.jsonl length differs from parquet": (
         lambda r: _episodes_lines(

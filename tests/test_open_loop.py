@@ -108,6 +108,24 @@ def test_per_task_groups_simulated_episodes_by_task_name(tmp_path):
     assert sorted(per_task_of(tmp_path / "real")) == ["Door phrasing number 1", "Lift phrasing number 0"]
 
 
+def test_lerobot_v3_evaluates_as_its_v2_source(tmp_path):
+    """Open-loop evaluation (tiling, per-task names from the sim.task_index column, splits) reads v3.0 as v2.1."""
+    from svms.data.lerobot.convert import convert_dataset
+
+    write_sim_like_dataset(tmp_path / "v2", ("Lift", "Door", "Lift", "Door"))
+    convert_dataset(tmp_path / "v2", tmp_path / "v3", "v3.0", data_file_mb=0.004, video_file_mb=0.01)
+    assert len({load_meta(tmp_path / "v3").data_path(e) for e in range(4)}) > 1  # episodes share and span files
+    assert per_task_of(tmp_path / "v3") == per_task_of(tmp_path / "v2")
+    assert split_episodes(load_meta(tmp_path / "v3"), "heldout") == [2, 3]
+    results = {}
+    for version in ("v2", "v3"):
+        ds = Gr00tLeRobotDataset(tmp_path / version, allow_padding=True)
+        zeros = OraclePolicy(ds, 3, constant=0.0)
+        zeros.horizon = 8
+        results[version] = evaluate_episode(zeros, ds, 3, steps=20, action_horizon=8).errors()
+    assert results["v3"] == results["v2"] and results["v2"]["mse"] > 0
+
+
 def test_bad_task_index_is_a_clear_error(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -13,7 +13,7 @@ from typing import Annotated, Union
 import tyro
 
 from svms.commands.compat import CompatCheck, CompatManifest
-from svms.commands.data import DataAuxCoverage, DataInspect, DataStats, DataValidate
+from svms.commands.data import DataAuxCoverage, DataConvert, DataInspect, DataStats, DataValidate
 from svms.commands.demo import Demo
 from svms.commands.eval_compare import EvalCompare
 from svms.commands.eval_open_loop import EvalOpenLoop
@@ -38,7 +38,7 @@ COMMANDS: dict[str, type] = {
                             {"check": CompatCheck, "manifest": CompatManifest}),
     "data": command_group("Data", "LeRobot v2 datasets: summary, strict validation, statistics, aux-label coverage.",
                           {"inspect": DataInspect, "validate": DataValidate, "stats": DataStats,
-                           "aux-coverage": DataAuxCoverage}),
+                           "aux-coverage": DataAuxCoverage, "convert": DataConvert}),
     "demo": Demo,
     "eval": command_group("Eval", "Evaluation: open-loop action error, and the baseline-vs-SVMS comparison.",
                           {"open-loop": EvalOpenLoop, "compare": EvalCompare}),

@@ -1,10 +1,10 @@
-"""`svms data …`: look at, check and prepare GR00T-flavoured LeRobot v2 datasets."""
+"""`svms data …`: look at, check, convert and prepare GR00T-flavoured LeRobot datasets (v2.0, v2.1, v3.0)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import tyro
 
@@ -32,7 +32,10 @@ class DataValidate:
 
     Checked: meta/ files, each episode's parquet columns (dtypes, widths against info.json and modality.json,
     NaN/Inf, timestamps, frame_index, episode_index, task indices), its videos (frame count, fps, size) and
-    the statistics files (finite, as wide as their columns). A dataset that lacks only meta/stats.json is
+    the statistics files (finite, as wide as their columns). LeRobot v3.0 also: each episode's index range
+    against its length and the index column, each video time range against length / fps and the file, every
+    referenced file present, every task in meta/tasks.parquet. Image-feature cameras: their bytes decode at
+    the declared size. A dataset that lacks only meta/stats.json is
     valid; the note says how to compute it. Training and evaluation refuse what is an error here, except a
     length in episodes.jsonl that differs from the parquet rows and metadata totals (they warn).
     """
@@ -65,7 +68,10 @@ class DataValidate:
 
 @dataclass
 class DataStats:
-    """Write meta/stats.json (float columns) and meta/relative_stats.json (relative action keys) in place."""
+    """Write meta/stats.json (float columns) and meta/relative_stats.json (relative action keys) in place.
+
+    Every statistic is computed from the data, whatever an existing stats.json holds; one svms did not write
+    (e.g. LeRobot's, without quantiles) is kept as meta/stats.backup.json."""
 
     path: Annotated[Path, tyro.conf.Positional]
     """dataset folder (the one containing meta/)"""
@@ -75,8 +81,41 @@ class DataStats:
     def run(self) -> int:
         from svms.data.lerobot import write_stats
 
-        for written in write_stats(self.path, self.embodiment_tag, progress=True):
-            print(f"wrote {written}")
+        stats, relative, *backup = write_stats(self.path, self.embodiment_tag, progress=True)
+        for path in backup:
+            print(f"kept the previous {stats.name} (not written by svms) as {path}")
+        print(f"wrote {stats}\nwrote {relative}")
+        return 0
+
+
+@dataclass
+class DataConvert:
+    """Convert a dataset between LeRobot v2.1 and v3.0 into a new folder, keeping meta/modality.json,
+    stats.json and relative_stats.json (LeRobot's own converter drops them, and only goes v2.1 → v3.0).
+
+    Columns and image features are copied as they are, videos packet by packet (bit-identical frames) where
+    the episode boundaries allow, else re-encoded as h264. Statistics are computed when the source's
+    stats.json lacks the quantiles training needs. The output passes `svms data validate`."""
+
+    source: Annotated[Path, tyro.conf.Positional]
+    """dataset folder to read (the one containing meta/)"""
+    out: Annotated[Path, tyro.conf.Positional]
+    """new dataset folder (must not exist, or be empty)"""
+    to: Literal["v2.1", "v3.0"] = "v3.0"
+    """LeRobot format to write"""
+    data_file_mb: float = 100
+    """v3.0: start a new data parquet once one reaches this size (LeRobot's default)"""
+    video_file_mb: float = 200
+    """v3.0: start a new mp4 per camera once one reaches this size (LeRobot's default)"""
+    embodiment_tag: str = "new_embodiment"
+    """embodiment whose relative action keys get relative_stats.json, when statistics are computed"""
+
+    def run(self) -> int:
+        from svms.data.lerobot.convert import convert_dataset
+
+        meta = convert_dataset(self.source, self.out, self.to, self.data_file_mb, self.video_file_mb,
+                               self.embodiment_tag)
+        print(f"wrote {self.out}: LeRobot {meta.version}, {len(meta.episodes)} episodes, {meta.total_frames} frames")
         return 0
 
 
@@ -98,7 +137,7 @@ class DataAuxCoverage:
         meta = load_meta(self.path)
         texts = [normalize_language(t) for ep in meta.episodes for t in ep.tasks]
         if not texts:
-            raise SvmsError(f"{self.path}: meta/episodes.jsonl lists no instruction (no episode has tasks).")
+            raise SvmsError(f"{self.path}: {meta.episode_list} lists no instruction (no episode has tasks).")
         cov = aux_coverage(texts, top=self.top)
         print(f"{cov.n_texts} instructions (one per episode and task), {cov.n_tokens} tokens")
         for name, share in cov.stream_share.items():

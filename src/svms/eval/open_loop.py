@@ -51,7 +51,6 @@ class EpisodeResult:
 def task_name(dataset, pos: int) -> str:
     """The episode's task for per-task results: the simulated task name when the parquet has the
     `sim.task_index` column (`svms sim generate`), else the first task string of episodes.jsonl."""
-    from svms.data.lerobot.parquet import read_columns
     from svms.sim.generate import TASK_COLUMN
     from svms.sim.tasks import TASKS
 
@@ -59,7 +58,7 @@ def task_name(dataset, pos: int) -> str:
     if TASK_COLUMN not in meta.features:
         return dataset.episode_task(pos)
     path = meta.data_path(meta.episodes[pos].index)
-    values = read_columns(path, [TASK_COLUMN])[TASK_COLUMN]
+    values = meta.read_episode(meta.episodes[pos].index, [TASK_COLUMN])[TASK_COLUMN]
     names = list(TASKS)
     if len(values) == 0 or not 0 <= int(values[0]) < len(names):
         found = "no rows" if len(values) == 0 else f"task index {int(values[0])}"

@@ -71,7 +71,6 @@ class ReplayPolicy(_CheckPolicy):
     def from_dataset(cls, root: str | Path, episode: int | None = None) -> ReplayPolicy:
         """Recordings of a dataset written by `svms sim generate` (all episodes, or one)."""
         from svms.data.lerobot.meta import ACTION_COLUMN, load_meta
-        from svms.data.lerobot.parquet import read_columns
         from svms.sim.generate import SEED_COLUMN, TASK_COLUMN
         from svms.sim.tasks import TASKS
 
@@ -86,7 +85,7 @@ class ReplayPolicy(_CheckPolicy):
             )
         recordings: dict[str, list[tuple[int, np.ndarray]]] = {}
         for index in indices if episode is None else [episode]:
-            cols = read_columns(meta.data_path(index), [ACTION_COLUMN, SEED_COLUMN, TASK_COLUMN])
+            cols = meta.read_episode(index, [ACTION_COLUMN, SEED_COLUMN, TASK_COLUMN])
             task = list(TASKS)[int(cols[TASK_COLUMN][0])]
             recordings.setdefault(task, []).append((int(cols[SEED_COLUMN][0]), cols[ACTION_COLUMN]))
         return cls(recordings)

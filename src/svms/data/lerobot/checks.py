@@ -6,8 +6,11 @@ What is checked per episode: the parquet rows against episodes.jsonl; every decl
 (numbers, not strings) and width (`features.*.shape`); state/action columns against modality.json's
 slices; NaN/Inf; values beyond ±`max_abs` (a warning, or an error with `strict_extremes`); timestamps
 (increasing, within a quarter frame of frame_index / fps); `frame_index` = 0..n−1 and one `episode_index`
-per file; task indices; each camera's mp4 (frame count, fps against info.json, size). Statistics: every
-value finite, and each entry as wide as its column.
+per episode; task indices; each camera's mp4 (frame count, fps against info.json, size) or image feature (its
+bytes decode, at the declared size). LeRobot v3.0 adds what its layout promises: the episode's index range
+(`dataset_from_index` .. `dataset_to_index`) as long as its `length` and matching the `index` column, and
+each video time range (`from_timestamp` .. `to_timestamp`) as long as `length` / fps and inside the file.
+Statistics: every value finite, and each entry as wide as its column.
 
 A finding the loader tolerates as the reference does (a declared length that differs from the parquet
 rows, metadata totals, a declared video size) is `tolerated`: validation fails on it, loading warns.
@@ -21,8 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from svms.data.lerobot.meta import EPISODE_LANGUAGE_KEYS, STAT_NAMES, DatasetMeta
-from svms.data.lerobot.parquet import parquet_rows, read_columns, read_schema_names
+from svms.data.lerobot.images import decode_image
+from svms.data.lerobot.meta import CAMERA_DTYPES, EPISODE_LANGUAGE_KEYS, STAT_NAMES, DatasetMeta
+from svms.data.lerobot.parquet import read_schema_names
 from svms.data.lerobot.video import probe_video
 from svms.errors import SvmsError
 
@@ -163,8 +167,9 @@ def _index_problems(meta: DatasetMeta, episode: int, where: str, arrays: dict, r
     r = _first_wrong_row(arrays, "episode_index", episode)
     if r is not None:
         out.append(Problem(f"{where} column 'episode_index'", f"row {r} holds episode "
-                           f"{arrays['episode_index'][r]:g} but this is episode {episode}'s file; every row of a "
-                           "file belongs to its episode. Fix the column or move the rows to their episode's file."))
+                           f"{arrays['episode_index'][r]:g} but this is episode {episode}'s "
+                           f"{'row range' if meta.is_v3 else 'file'}; every row belongs to the episode the metadata "
+                           "places it in. Fix the column or move the rows to their episode."))
     t = arrays.get("timestamp")
     if t is not None and t.dtype.kind == "f" and len(t) and np.isfinite(t).all():
         t = t.reshape(len(t), -1)[:, 0].astype(np.float64)
@@ -183,17 +188,82 @@ def _index_problems(meta: DatasetMeta, episode: int, where: str, arrays: dict, r
     return out
 
 
-def _video_problems(meta: DatasetMeta, episode: int, rows: int) -> list[Problem]:
+def _image_problems(meta: DatasetMeta, episode: int, where: str, key: str, cells) -> list[Problem]:
+    """An image feature: every row holds bytes; the first and last decode at the declared size."""
+    column = meta.video_original_key(key)
+    at = f"{where} column {column!r}"
+    empty = [i for i, c in enumerate(cells) if not (isinstance(c, dict) and c.get("bytes"))]
+    if empty:
+        return [Problem(at, f"episode {episode}: {len(empty)} rows hold no image bytes (first row {empty[0]}); an "
+                            "image feature needs the encoded PNG/JPEG in each row's 'bytes'. Re-write the dataset "
+                            "with its images embedded.")]
+    shape = meta.features[column].get("shape")
+    for i in sorted({0, len(cells) - 1}) if len(cells) else ():
+        try:
+            image = decode_image(cells[i], f"{at} row {i}")
+        except SvmsError as e:
+            return [Problem(at, f"episode {episode}: {e}")]
+        if isinstance(shape, list) and len(shape) == 3 and tuple(image.shape) != tuple(shape):
+            return [Problem(at, f"episode {episode}: row {i} is a {image.shape[0]}x{image.shape[1]} image with "
+                                f"{image.shape[2]} channels but info.json declares shape {shape}; fix the "
+                                "feature's shape.", tolerated=True)]
+    return []
+
+
+def _layout_problems(meta: DatasetMeta, episode: int, length: int, where: str, arrays: dict) -> list[Problem]:
+    """v3.0: the episode's index range against its length and the `index` column."""
+    if not meta.is_v3:
+        return []
+    loc = meta.location(episode)
+    at = f"{meta.episode_list} episode {episode}"
+    if loc.stop - loc.start != length:
+        return [Problem(at, f"dataset_from_index {loc.start} .. dataset_to_index {loc.stop} spans "
+                            f"{loc.stop - loc.start} rows but length is {length}; make them agree (the range is "
+                            "where the episode's rows are).")]
+    r = _first_wrong_row(arrays, "index", np.arange(loc.start, loc.stop))
+    if r is not None:
+        return [Problem(f"{where} column 'index'", f"episode {episode}: row {loc.start - loc.file_start + r} holds "
+                        f"index {arrays['index'][r]:g} but the episode's range says {loc.start + r}; the rows of a "
+                        "data file must follow each other in index order, the episodes in the order of "
+                        f"{meta.episode_list}. Rewrite the file or fix dataset_from_index/dataset_to_index.")]
+    return []
+
+
+def _video_problems(meta: DatasetMeta, episode: int, rows: int, where: str = "", arrays: dict | None = None
+                    ) -> list[Problem]:
     out = []
     for key in meta.modality["video"]:
-        vpath = meta.video_path(episode, key)
+        if meta.camera_dtype(key) == "image":
+            out += _image_problems(meta, episode, where, key, arrays[meta.video_original_key(key)])
+            continue
+        try:
+            vpath = meta.video_path(episode, key)
+        except SvmsError as e:
+            out.append(Problem(meta.episode_list, str(e)))
+            continue
         vwhere = str(vpath.relative_to(meta.root))
+        start = meta.video_start(episode, key)
+        if meta.is_v3:
+            _, begin, end = meta.location(episode).videos[meta.video_original_key(key)]
+            span = (end - begin) * meta.fps
+            if abs(span - rows) > 0.5 or abs(begin * meta.fps - start) > TIMESTAMP_TOLERANCE_FRAMES:
+                out.append(Problem(f"{meta.episode_list} episode {episode}",
+                                   f"videos/{meta.video_original_key(key)} from_timestamp {begin:g} .. to_timestamp "
+                                   f"{end:g} s is {span:g} frames at {meta.fps:g} fps (starting at frame "
+                                   f"{begin * meta.fps:g}) but the episode has {rows} rows; the range must cover "
+                                   "one frame per row, starting on a frame."))
         try:
             probe = probe_video(vpath)
         except SvmsError as e:
             out.append(Problem(vwhere, str(e)))
             continue
-        if probe.frames < rows:
+        if meta.is_v3 and probe.frames < start + rows:
+            out.append(Problem(vwhere, f"has {probe.frames} frames but episode {episode} needs frames {start} .. "
+                                       f"{start + rows - 1}; the video is shorter than its time range. Re-encode it "
+                                       "or fix the episode's from_timestamp/to_timestamp."))
+        elif meta.is_v3:
+            pass  # a shared file holds other episodes' frames too
+        elif probe.frames < rows:
             out.append(Problem(vwhere, f"has {probe.frames} frames but its parquet file has {rows} rows; the "
                                        "video is shorter than the data. Re-encode it with one frame per row."))
         elif probe.frames > rows:
@@ -216,23 +286,26 @@ def _video_problems(meta: DatasetMeta, episode: int, rows: int) -> list[Problem]
 
 def episode_problems(meta: DatasetMeta, pos: int, max_abs: float = DEFAULT_MAX_ABS,
                      strict_extremes: bool = False) -> list[Problem]:
-    """Every finding in the files of the episode at position `pos` of episodes.jsonl."""
+    """Every finding in the files of the episode at position `pos` of the episode list."""
     ep = meta.episodes[pos]
-    path = meta.data_path(ep.index)
-    where = str(path.relative_to(meta.root))
+    where = meta.episode_list
     try:
-        rows = parquet_rows(path)
+        path = meta.data_path(ep.index)
+        where = str(path.relative_to(meta.root))
+        rows = meta.episode_rows(ep.index)
         present = set(read_schema_names(path))
         task_cols = list(dict.fromkeys(annotation_columns(meta) + ["task_index"] * ("task_index" in meta.features)))
-        declared = [c for c, f in meta.features.items() if f.get("dtype") != "video" and c in present]
+        declared = [c for c, f in meta.features.items() if f.get("dtype") not in CAMERA_DTYPES and c in present]
         columns = list(dict.fromkeys(vector_columns(meta) + task_cols + declared))
-        arrays = read_columns(path, columns, ep.index)
+        images = [meta.video_original_key(k) for k in meta.modality["video"] if meta.camera_dtype(k) == "image"]
+        arrays = meta.read_episode(ep.index, columns + images + ["index"] * (meta.is_v3 and "index" in present))
     except SvmsError as e:
         return [Problem(where, str(e))]
-    out = []
-    if rows != ep.length:
-        out.append(Problem(where, f"has {rows} rows but meta/episodes.jsonl gives episode {ep.index} length "
-                                  f"{ep.length}; make them equal (fix the length or the file).", tolerated=True))
+    out = _layout_problems(meta, ep.index, ep.length, where, arrays)
+    if rows != ep.length and not out:
+        out.append(Problem(where, f"has {rows} rows of episode {ep.index} but {meta.episode_list} gives it length "
+                                  f"{ep.length}; make them equal (fix the length or the file).",
+                           tolerated=not meta.is_v3))
     for column in columns:
         out += _column_problems(meta, ep.index, where, column, arrays[column], max_abs, strict_extremes)
     out += _index_problems(meta, ep.index, where, arrays, rows)
@@ -244,17 +317,21 @@ def episode_problems(meta: DatasetMeta, pos: int, max_abs: float = DEFAULT_MAX_A
         unknown = sorted(set(values.tolist()) - set(meta.tasks))
         if unknown:
             out.append(Problem(f"{where} column {column!r}", f"task indices {unknown[:5]} have no entry in "
-                                                             "meta/tasks.jsonl; add those tasks or fix the column."))
-    return out + _video_problems(meta, ep.index, rows)
+                                                             f"{meta.task_list}; add those tasks or fix the column."))
+    return out + _video_problems(meta, ep.index, rows, where, arrays)
 
 
 def stats_problems(meta: DatasetMeta) -> list[Problem]:
     """stats.json: an entry for every float column, finite values as wide as the column; relative_stats.json:
     finite values, (horizon, key width) per relative action key."""
+    how = "recompute it with `svms data stats`."
+    if meta.stats_incomplete:
+        return [Problem("meta/stats.json", f"entries {list(meta.stats_incomplete)} lack some of {list(STAT_NAMES)} "
+                                           "(LeRobot's converter writes no quantiles), so training computes them in "
+                                           f"memory; {how}", "note")]
     if meta.stats is None:
         return []
     out = []
-    how = "recompute it with `svms data stats`."
     used = set(vector_columns(meta))
     for column in meta.float_columns():
         if column not in meta.stats:
@@ -263,7 +340,10 @@ def stats_problems(meta: DatasetMeta) -> list[Problem]:
     widths = {k: k_entry["end"] - k_entry["start"] for k, k_entry in meta.modality["action"].items()}
     for name, stats, width_of in (("stats.json", meta.stats, meta.feature_width),
                                   ("relative_stats.json", meta.relative_stats or {}, widths.get)):
+        floats = set(meta.float_columns()) if name == "stats.json" else set(stats)
         for entry, values in stats.items():
+            if entry not in floats:  # LeRobot also keeps stats of images and integer columns; none is used
+                continue
             width = width_of(entry)
             for stat in STAT_NAMES:
                 try:

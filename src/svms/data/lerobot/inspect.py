@@ -1,4 +1,4 @@
-"""A dataset at a glance: episodes, frames, fps, tasks, cameras, state/action layout, embodiment."""
+"""A dataset at a glance: format, episodes, frames, fps, tasks, cameras, state/action layout, embodiment."""
 
 from __future__ import annotations
 
@@ -37,6 +37,8 @@ class DatasetSummary:
     matching_tags: list[str]
     has_stats: bool
     has_relative_stats: bool
+    layout: str = ""
+    """v3.0: how many data and video files the episodes share."""
 
     def lines(self) -> list[str]:
         """Human-readable summary, one fact per line."""
@@ -46,6 +48,7 @@ class DatasetSummary:
 
         out = [
             f"dataset      {self.root}  (LeRobot {self.version}, robot {self.robot_type or '?'})",
+            *([f"layout       {self.layout}"] if self.layout else []),
             f"episodes     {self.episodes}, {self.frames} frames at {self.fps:g} fps "
             f"({self.frames / max(self.fps, 1e-9):.1f} s)",
             f"tasks        {len(self.tasks)}",
@@ -77,7 +80,10 @@ def inspect_dataset(root: str | Path) -> DatasetSummary:
             f"{info.get('video.height', '?')}x{info.get('video.width', '?')} {info.get('video.codec', '?')}"
         )
         actual = "-"
-        if meta.episodes:
+        if meta.camera_dtype(key) == "image":
+            shape = meta.features[meta.video_original_key(key)].get("shape") or ["?", "?"]
+            declared, actual = f"{shape[0]}x{shape[1]} image feature", "encoded images in the parquet rows"
+        elif meta.episodes:
             try:
                 p = probe_video(meta.video_path(meta.episodes[0].index, key))
                 actual = (
@@ -112,4 +118,13 @@ def inspect_dataset(root: str | Path) -> DatasetSummary:
         fits,
         meta.stats is not None,
         meta.relative_stats is not None,
+        _layout(meta),
     )
+
+
+def _layout(meta) -> str:
+    if not meta.is_v3:
+        return ""
+    data = {loc.data_file for loc in meta.locations.values()}
+    videos = {v[0] for loc in meta.locations.values() for v in loc.videos.values()}
+    return f"{len(data)} data file(s), {len(videos)} video file(s) shared by {len(meta.episodes)} episodes"

@@ -1,9 +1,14 @@
-"""The `meta/` folder of a GR00T-flavoured LeRobot v2 dataset (spec §7.1–§7.2), parsed with clear errors.
+"""The `meta/` folder of a GR00T-flavoured LeRobot dataset (spec §7.1–§7.2), parsed with clear errors.
 
 Everything a loader, validator or summary needs from metadata lives here: `info.json` (paths,
-fps, features), `episodes.jsonl`, `tasks.jsonl`, `modality.json` (GR00T's key → slice map) and the
+fps, features), the episode and task lists, `modality.json` (GR00T's key → slice map) and the
 optional statistics files. Quirks NVIDIA's own files have are accepted on purpose: `splits` naming
 more episodes than exist, `total_chunks: 0`, v2.0's `video_info` next to v2.1's `info`, float fps.
+
+The episode index is format-neutral: v2.0/v2.1 keep one parquet and one mp4 per episode
+(`episodes.jsonl`, `tasks.jsonl`); v3.0 packs many episodes into each file and says where each one
+lies in `meta/episodes/*.parquet` (`meta_v3`). Readers ask `data_path`, `data_rows`, `video_path`
+and `video_start` and never see the difference.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from typing import Any
 
 from svms.errors import SvmsError
 
-SUPPORTED_VERSIONS = ("v2.0", "v2.1")
+SUPPORTED_VERSIONS = ("v2.0", "v2.1", "v3.0")
+#: Camera feature dtypes: mp4 files ("video") or PNG/JPEG bytes in the parquet rows ("image").
+CAMERA_DTYPES = ("video", "image")
 STAT_NAMES = ("mean", "std", "min", "max", "q01", "q99")
 STATE_COLUMN = "observation.state"
 ACTION_COLUMN = "action"
@@ -30,10 +37,11 @@ MODALITY_JSON_HOWTO = (
     "observation.state / action vectors (Python slice, end exclusive)."
 )
 INFO_JSON_HOWTO = (
-    'meta/info.json must be a JSON object with codebase_version ("v2.1"), fps, chunks_size, '
+    'meta/info.json must be a JSON object with codebase_version ("v2.1" or "v3.0"), fps, chunks_size, '
     'data_path (e.g. "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet"), '
-    'video_path (e.g. "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4") '
-    "and features (one entry per parquet column and per camera, each with dtype and shape)."
+    'video_path (e.g. "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4", '
+    "needed when a camera is a video feature) and features (one entry per parquet column and per camera, "
+    "each with dtype and shape)."
 )
 
 
@@ -57,6 +65,19 @@ class EpisodeInfo:
 
 
 @dataclass(frozen=True)
+class EpisodeLocation:
+    """Where a v3.0 episode lies: its data file with the global `index` range [start, stop) and the
+    file's first index (so rows start - file_start .. stop - file_start of the file), and per camera
+    feature the mp4 and the time range [from, to) of the episode in it."""
+
+    data_file: str
+    start: int
+    stop: int
+    file_start: int
+    videos: dict[str, tuple[str, float, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class DatasetMeta:
     """Parsed `meta/` of one dataset; paths of episode files are derived from `info.json`'s patterns."""
 
@@ -69,6 +90,10 @@ class DatasetMeta:
     relative_stats: dict[str, dict[str, list]] | None = None
     problems: tuple[str, ...] = field(default=())
     """Soft inconsistencies of episodes/tasks (the loader warns, `validate` fails)."""
+    locations: dict[int, EpisodeLocation] = field(default_factory=dict)
+    """v3.0: where each episode lies (empty for v2, whose paths follow from the episode index)."""
+    stats_incomplete: tuple[str, ...] = field(default=())
+    """stats.json entries of float columns that lack a statistic training needs (then `stats` is None)."""
 
     @property
     def version(self) -> str:
@@ -90,21 +115,79 @@ class DatasetMeta:
     def robot_type(self) -> str | None:
         return self.info.get("robot_type")
 
+    @property
+    def is_v3(self) -> bool:
+        return self.version.startswith("v3")
+
+    @property
+    def episode_list(self) -> str:
+        """The file that lists the episodes (named in messages)."""
+        return "meta/episodes/" if self.is_v3 else "meta/episodes.jsonl"
+
+    @property
+    def task_list(self) -> str:
+        return "meta/tasks.parquet" if self.is_v3 else "meta/tasks.jsonl"
+
+    def location(self, episode_index: int) -> EpisodeLocation:
+        if episode_index not in self.locations:
+            raise SvmsError(f"{self.root}: no episode {episode_index} in {self.episode_list}")
+        return self.locations[episode_index]
+
     def data_path(self, episode_index: int) -> Path:
-        """The parquet file of an episode (chunk = episode_index // chunks_size)."""
+        """The parquet file holding an episode (v2: its own, chunk = episode_index // chunks_size)."""
+        if self.is_v3:
+            return self.root / self.location(episode_index).data_file
         rel = self.info["data_path"].format(
             episode_chunk=episode_index // self.chunks_size, episode_index=episode_index
         )
         return self.root / rel
 
+    def data_rows(self, episode_index: int) -> tuple[int, int] | None:
+        """Rows [a, b) of `data_path` that belong to the episode; None: the whole file (v2)."""
+        if not self.is_v3:
+            return None
+        loc = self.location(episode_index)
+        return loc.start - loc.file_start, loc.stop - loc.file_start
+
+    def read_episode(self, episode_index: int, columns: list[str] | tuple[str, ...]) -> dict[str, Any]:
+        """The episode's rows of `columns` as numpy arrays (see `parquet.read_columns`)."""
+        from svms.data.lerobot.parquet import read_columns
+
+        return read_columns(self.data_path(episode_index), columns, episode_index, self.data_rows(episode_index))
+
+    def episode_rows(self, episode_index: int) -> int:
+        """How many rows of the episode its data file holds (v3: of its declared index range)."""
+        from svms.data.lerobot.parquet import parquet_rows
+
+        rows = parquet_rows(self.data_path(episode_index))
+        span = self.data_rows(episode_index)
+        return rows if span is None else max(0, min(rows, span[1]) - span[0])
+
+    def camera_dtype(self, video_key: str) -> str:
+        """"video" (an mp4) or "image" (bytes in the parquet rows) for a modality.json camera key."""
+        return str(self.features.get(self.video_original_key(video_key), {}).get("dtype"))
+
     def video_path(self, episode_index: int, video_key: str) -> Path:
-        """The mp4 of camera `video_key` (a modality.json video key) for an episode."""
+        """The mp4 of camera `video_key` (a modality.json video key) holding an episode."""
+        original = self.video_original_key(video_key)
+        if self.is_v3:
+            videos = self.location(episode_index).videos
+            if original not in videos:
+                raise SvmsError(
+                    f"{self.root / 'meta/episodes'}: episode {episode_index} has no videos/{original}/... columns; "
+                    f"every video feature needs its chunk_index, file_index, from_timestamp and to_timestamp."
+                )
+            return self.root / videos[original][0]
         rel = self.info["video_path"].format(
-            episode_chunk=episode_index // self.chunks_size,
-            video_key=self.video_original_key(video_key),
-            episode_index=episode_index,
+            episode_chunk=episode_index // self.chunks_size, video_key=original, episode_index=episode_index
         )
         return self.root / rel
+
+    def video_start(self, episode_index: int, video_key: str) -> int:
+        """The frame of `video_path` where the episode starts (v2: 0; v3: from_timestamp × fps)."""
+        if not self.is_v3:
+            return 0
+        return round(self.location(episode_index).videos[self.video_original_key(video_key)][1] * self.fps)
 
     def video_original_key(self, video_key: str) -> str:
         return self.modality["video"][video_key]["original_key"]
@@ -188,21 +271,19 @@ def _check_info(info: Any, path: Path) -> None:
     if not isinstance(info, dict):
         raise SvmsError(f"{path} is not a JSON object. {INFO_JSON_HOWTO}")
     version = info.get("codebase_version")
-    if isinstance(version, str) and version.startswith("v3"):
-        raise SvmsError(
-            f"{path}: codebase_version {version!r} is LeRobot v3, which packs many episodes into "
-            "each parquet/mp4 file; GR00T datasets use the per-episode v2 layout. Convert the "
-            "dataset to v2.1 first (LeRobot ships conversion scripts between the two formats), "
-            "then add meta/modality.json."
-        )
     if version not in SUPPORTED_VERSIONS:
         raise SvmsError(
             f"{path}: codebase_version is {version!r}; supported are {list(SUPPORTED_VERSIONS)}. "
-            "Set it to the LeRobot version that wrote the dataset (v2.0 or v2.1)."
+            "Set it to the LeRobot version that wrote the dataset, or convert the dataset with "
+            "`svms data convert IN OUT --to v2.1` (or --to v3.0)."
         )
-    for name, kind in (("data_path", str), ("video_path", str), ("features", dict)):
+    for name, kind in (("data_path", str), ("features", dict)):
         if not isinstance(info.get(name), kind):
             raise SvmsError(f"{path}: field {name!r} is missing or not a {kind.__name__}. {INFO_JSON_HOWTO}")
+    videos = [k for k, f in info["features"].items() if isinstance(f, dict) and f.get("dtype") == "video"]
+    if videos and not isinstance(info.get("video_path"), str):
+        raise SvmsError(f"{path}: field 'video_path' is missing or not a str, but features {videos[:3]} are "
+                        f"videos (dtype \"video\"); give the mp4 path pattern. {INFO_JSON_HOWTO}")
     for name in ("fps", "chunks_size"):
         value = info.get(name, 1)
         if not isinstance(value, (int, float)) or value <= 0:
@@ -254,10 +335,17 @@ def modality_range_problems(meta: DatasetMeta) -> list[str]:
                 )
     for key in meta.modality["video"]:
         original = meta.video_original_key(key)
-        if meta.features.get(original, {}).get("dtype") != "video":
+        dtype = meta.features.get(original, {}).get("dtype")
+        if original not in meta.features:
             out.append(
                 f"meta/modality.json: video key {key!r} points to {original!r}, which info.json's "
-                "features do not declare as a video; use the camera's feature name as original_key."
+                "features do not declare; use the camera's feature name as original_key."
+            )
+        elif dtype not in CAMERA_DTYPES:
+            out.append(
+                f"meta/modality.json: video key {key!r} points to {original!r}, whose dtype {dtype!r} is not a "
+                f"camera type this toolkit reads (one of {list(CAMERA_DTYPES)}: mp4 videos, or PNG/JPEG "
+                "images in the parquet rows); store that camera as a video or image feature."
             )
     return out
 
@@ -295,7 +383,7 @@ def check_stats_file(stats: Any, path: Path, matrix: bool = False) -> dict[str, 
     if not isinstance(stats, dict):
         raise SvmsError(f"{path} is not a JSON object. {howto}")
     for name, entry in stats.items():
-        missing = [s for s in STAT_NAMES if not isinstance(entry, dict) or s not in entry]
+        missing = incomplete_stats(entry)
         if missing:
             raise SvmsError(f"{path}: entry {name!r} lacks {missing}. {howto}")
         if matrix and not all(isinstance(r, list) for r in entry["min"]):
@@ -303,25 +391,58 @@ def check_stats_file(stats: Any, path: Path, matrix: bool = False) -> dict[str, 
     return stats
 
 
-def load_meta(root: str | Path) -> DatasetMeta:
-    """Parse `root/meta/`; raise SvmsError naming the file and the fix on anything unusable."""
+def incomplete_stats(entry: Any) -> list[str]:
+    """The statistics of STAT_NAMES an entry of a stats file lacks (all of them when it is no object)."""
+    return [s for s in STAT_NAMES if not isinstance(entry, dict) or s not in entry]
+
+
+def _read_stats(path: Path, float_columns: list[str]) -> tuple[dict[str, dict[str, list]] | None, tuple[str, ...]]:
+    """stats.json, which LeRobot writes too: entries of other features (images, integers) and extra statistics
+    are ignored; when a float column's entry lacks a statistic training needs (LeRobot's converter writes no
+    quantiles), the file is not used (None) and the columns are returned, so that it is computed instead."""
+    stats = read_json(path, "Recompute it with `svms data stats DIR`.")
+    if not isinstance(stats, dict):
+        raise SvmsError(f"{path} is not a JSON object. Recompute it with `svms data stats DIR`.")
+    lacking = tuple(c for c in float_columns if c in stats and incomplete_stats(stats[c]))
+    return (None if lacking else stats), lacking
+
+
+def load_meta(root: str | Path, require_modality: bool = True) -> DatasetMeta:
+    """Parse `root/meta/`; raise SvmsError naming the file and the fix on anything unusable.
+
+    Without `require_modality` (format conversion, which needs no GR00T key map) a dataset that lacks
+    meta/modality.json gets one naming every camera feature and no state/action key."""
     root = Path(root)
     if not root.is_dir():
         raise SvmsError(f"dataset folder {root} does not exist; pass the folder that contains meta/.")
     meta_dir = root / "meta"
     info = read_json(meta_dir / "info.json", INFO_JSON_HOWTO)
     _check_info(info, meta_dir / "info.json")
-    modality = read_json(meta_dir / "modality.json", MODALITY_JSON_HOWTO)
+    if require_modality or (meta_dir / "modality.json").exists():
+        modality = read_json(meta_dir / "modality.json", MODALITY_JSON_HOWTO)
+    else:
+        cameras = [k for k, f in info["features"].items() if f.get("dtype") in CAMERA_DTYPES]
+        modality = {"state": {}, "action": {}, "video": {k: {"original_key": k} for k in cameras}}
     check_modality_json(modality, meta_dir / "modality.json")
-    episodes_howto = 'Each line must be {"episode_index": i, "tasks": ["..."], "length": n}.'
-    episodes = _parse_episodes(
-        read_jsonl(meta_dir / "episodes.jsonl", episodes_howto), meta_dir / "episodes.jsonl"
-    )
-    tasks_howto = 'Each line must be {"task_index": i, "task": "..."}.'
-    tasks = _parse_tasks(read_jsonl(meta_dir / "tasks.jsonl", tasks_howto), meta_dir / "tasks.jsonl")
+    locations: dict[int, EpisodeLocation] = {}
+    if str(info["codebase_version"]).startswith("v3"):
+        from svms.data.lerobot.meta_v3 import read_v3_index
+
+        episodes, tasks, locations = read_v3_index(root, info)
+        episode_list, task_list = "meta/episodes/", "meta/tasks.parquet"
+    else:
+        episodes_howto = 'Each line must be {"episode_index": i, "tasks": ["..."], "length": n}.'
+        episodes = _parse_episodes(
+            read_jsonl(meta_dir / "episodes.jsonl", episodes_howto), meta_dir / "episodes.jsonl"
+        )
+        tasks_howto = 'Each line must be {"task_index": i, "task": "..."}.'
+        tasks = _parse_tasks(read_jsonl(meta_dir / "tasks.jsonl", tasks_howto), meta_dir / "tasks.jsonl")
+        episode_list, task_list = "meta/episodes.jsonl", "tasks.jsonl"
     stats = rel = None
+    lacking: tuple[str, ...] = ()
     if (meta_dir / "stats.json").is_file():
-        stats = check_stats_file(read_json(meta_dir / "stats.json", ""), meta_dir / "stats.json")
+        floats = [k for k, f in info["features"].items() if "float" in str(f.get("dtype", ""))]
+        stats, lacking = _read_stats(meta_dir / "stats.json", floats)
     if (meta_dir / "relative_stats.json").is_file():
         rel = check_stats_file(
             read_json(meta_dir / "relative_stats.json", ""), meta_dir / "relative_stats.json", matrix=True
@@ -332,13 +453,13 @@ def load_meta(root: str | Path) -> DatasetMeta:
         unknown = [t for t in ep.tasks if t not in known]
         if unknown:
             problems.append(
-                f"meta/episodes.jsonl: episode {ep.index} lists tasks {unknown} that tasks.jsonl lacks; "
-                "add them to tasks.jsonl."
+                f"{episode_list}: episode {ep.index} lists tasks {unknown} that {task_list} lacks; "
+                f"add them to {task_list}."
             )
     seen = [e.index for e in episodes]
     if len(set(seen)) != len(seen):
-        problems.append("meta/episodes.jsonl: some episode_index values repeat; each episode needs one line.")
-    return DatasetMeta(root, info, episodes, tasks, modality, stats, rel, tuple(problems))
+        problems.append(f"{episode_list}: some episode_index values repeat; each episode needs one entry.")
+    return DatasetMeta(root, info, episodes, tasks, modality, stats, rel, tuple(problems), locations, lacking)
 
 
 def split_episodes(meta: DatasetMeta, split: str | None, required: bool = True) -> list[int]:

@@ -18,8 +18,8 @@ from svms.errors import SvmsError
 
 def _missing(path: Path) -> SvmsError:
     return SvmsError(
-        f"parquet file {path} does not exist; every episode of meta/episodes.jsonl needs one at "
-        "info.json's data_path (or remove the episode from episodes.jsonl)."
+        f"parquet file {path} does not exist; every episode the dataset lists needs its rows in the file "
+        "info.json's data_path names (or remove the episode from meta/episodes.jsonl or meta/episodes/)."
     )
 
 
@@ -64,24 +64,47 @@ def column_to_numpy(column: pa.ChunkedArray, where: str = "a parquet column") ->
             )
         values = array.flatten().to_numpy(zero_copy_only=False)
         return values.reshape(n, -1) if n else values.reshape(0, 0)
+    if pa.types.is_struct(array.type):
+        values = np.empty(len(array), dtype=object)
+        values[:] = array.to_pylist()
+        return values
     return array.to_numpy(zero_copy_only=False)
 
 
-def read_columns(path: Path, columns: Sequence[str], episode: int | None = None) -> dict[str, np.ndarray]:
-    """Read `columns` of one episode file; a missing column is an SvmsError listing the present ones.
-    `episode` (its index) is named in errors about a column's rows."""
+def read_table_rows(path: Path, columns: Sequence[str], rows: tuple[int, int] | None = None) -> pa.Table:
+    """`columns` of a parquet file, only rows [a, b) when `rows` is given: just the row groups that hold
+    them are read, so an episode of a file shared by many (LeRobot v3.0) costs its own rows, not the file's."""
     if not path.is_file():
         raise _missing(path)
     try:
-        schema = pq.read_schema(path)
-        absent = [c for c in columns if c not in schema.names]
+        file = pq.ParquetFile(path)
+        names = file.schema_arrow.names
+        absent = [c for c in columns if c not in names]
         if absent:
             raise SvmsError(
-                f"parquet file {path} has no column(s) {absent} (it has {schema.names}); meta/modality.json "
+                f"parquet file {path} has no column(s) {absent} (it has {names}); meta/modality.json "
                 "and the embodiment's language key must name existing columns."
             )
-        table = pq.read_table(path, columns=list(dict.fromkeys(columns)))
+        columns = list(dict.fromkeys(columns))
+        if rows is None:
+            return file.read(columns=columns)
+        sizes = [file.metadata.row_group(g).num_rows for g in range(file.num_row_groups)]
+        starts = np.concatenate([[0], np.cumsum(sizes)]).astype(int)
+        groups = [g for g in range(len(sizes)) if starts[g] < rows[1] and starts[g + 1] > rows[0]]
+        if not groups:
+            return file.schema_arrow.empty_table().select(columns)
+        table = file.read_row_groups(groups, columns=columns)
+        first = int(starts[groups[0]])
+        return table.slice(rows[0] - first, max(0, rows[1] - rows[0]))
     except (pa.ArrowInvalid, OSError) as e:
         raise SvmsError(f"parquet file {path} cannot be read ({e}); rewrite it.") from None
+
+
+def read_columns(path: Path, columns: Sequence[str], episode: int | None = None,
+                 rows: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """Read `columns` of one episode (rows [a, b) of the file when `rows` is given, else all of them); a missing
+    column is an SvmsError listing the present ones. `episode` (its index) is named in errors about a column's
+    rows. Image columns (LeRobot's {bytes, path} structs) come back as object arrays of those dicts."""
+    table = read_table_rows(path, columns, rows)
     owner = f" (episode {episode})" if episode is not None else ""
     return {c: column_to_numpy(table.column(c), f"parquet file {path}{owner}: column {c!r}") for c in columns}

@@ -1,12 +1,13 @@
-"""Training samples from a GR00T-flavoured LeRobot v2 dataset (spec §7.3) as a torch `Dataset`.
+"""Training samples from a GR00T-flavoured LeRobot dataset (v2.0, v2.1, v3.0; spec §7.3) as a torch `Dataset`.
 
 Sample k is (episode, step i): rows i + delta_indices of every state/action key, frames
 i + video deltas of every camera, and the instruction at i. Valid steps are 0 .. L − A with
 A = max(action delta) − min(action delta) + 1 and L = min(parquet rows, declared length); with
 `allow_padding` every step is valid and out-of-range rows are clamped to the episode. State and
 action arrays are read once per episode and kept (they are small); video frames are decoded on
-demand by seeking (`video.VideoDecoder`). What the reference tolerates (a declared length that
-differs from the parquet rows, missing stats) is tolerated here too, with a warning.
+demand by seeking (`video.VideoDecoder`; in a v3.0 file shared by many episodes, from the episode's first
+frame on), image features from the PNG bytes of their rows (`images`). What the reference tolerates
+(a declared length that differs from the parquet rows, missing stats) is tolerated here too, with a warning.
 
 Training asks for `dataset[(index, position)]`, position being the sample's place in the run
 (`svms.train.data`): its random choices (the train image transform when `train_augment`, the
@@ -20,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import random
 import warnings
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,14 +36,17 @@ from svms.data.aux_labels import prompt_aux_labels
 from svms.data.collate import collate
 from svms.data.lerobot.checks import check_loadable
 from svms.data.lerobot.embodiment import resolve_config
+from svms.data.lerobot.images import decode_image
 from svms.data.lerobot.meta import DatasetMeta, load_meta, modality_range_problems
-from svms.data.lerobot.parquet import parquet_rows, read_columns
 from svms.data.lerobot.stats_files import dataset_statistics
 from svms.data.lerobot.video import DecoderCache, VideoDecoder
 from svms.data.modality import EmbodimentConfig, normalize_tag
 from svms.data.processor import Gr00tProcessor, ProcessedSample, ProcessorSettings
 from svms.data.stats import embodiment_statistics
 from svms.errors import SvmsError
+
+#: Episodes of image-feature cameras whose (encoded) rows are kept, per camera, most recent first.
+IMAGE_CACHE = 4
 
 
 @dataclass
@@ -91,7 +96,7 @@ class Gr00tLeRobotDataset(Dataset):
         self.config = resolve_config(self.meta, self.tag, config, ids)
         if not self.meta.episodes:
             raise SvmsError(
-                f"{self.meta.root / 'meta/episodes.jsonl'} lists no episode: the dataset is empty. "
+                f"{self.meta.root / self.meta.episode_list} lists no episode: the dataset is empty. "
                 "Record or generate episodes before training."
             )
         if not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -107,7 +112,7 @@ class Gr00tLeRobotDataset(Dataset):
             chosen = set(int(e) for e in episodes)
             unknown = chosen - {ep.index for ep in self.meta.episodes}
             if unknown:
-                raise SvmsError(f"{self.meta.root}: episodes {sorted(unknown)} are not in meta/episodes.jsonl")
+                raise SvmsError(f"{self.meta.root}: episodes {sorted(unknown)} are not in {self.meta.episode_list}")
             n_valid = np.where([ep.index in chosen for ep in self.meta.episodes], n_valid, 0)
         self._offsets = np.concatenate([[0], np.cumsum(n_valid)])
         # every error `svms data validate` reports in the episodes used, before any sample is cut
@@ -124,14 +129,15 @@ class Gr00tLeRobotDataset(Dataset):
         self._processor: Gr00tProcessor | None = None
         self._episodes: dict[int, dict[str, np.ndarray]] = {}
         self._decoders = DecoderCache()
+        self._images: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()
         self._rng: random.Random | None = None
 
     def _episode_length(self, index: int, declared: int) -> int:
-        rows = parquet_rows(self.meta.data_path(index))
+        rows = self.meta.episode_rows(index)
         if rows != declared:
             warnings.warn(
-                f"{self.meta.data_path(index)} has {rows} rows but meta/episodes.jsonl declares length "
-                f"{declared}; using the first {min(rows, declared)} (fix episodes.jsonl).",
+                f"{self.meta.data_path(index)} has {rows} rows of episode {index} but {self.meta.episode_list} "
+                f"declares length {declared}; using the first {min(rows, declared)} (fix the length).",
                 stacklevel=3,
             )
         return min(rows, declared)
@@ -180,7 +186,7 @@ class Gr00tLeRobotDataset(Dataset):
             language = meta.language_column(cfg.language.modality_keys[0])
             path = meta.data_path(meta.episodes[pos].index)
             episode = meta.episodes[pos].index
-            arrays = read_columns(path, sorted(numeric) + ([language] if language else []), episode)
+            arrays = meta.read_episode(episode, sorted(numeric) + ([language] if language else []))
             for column in numeric:
                 self._check_vector(path, episode, column, arrays[column])
                 values = arrays[column] = np.asarray(arrays[column], np.float32)
@@ -237,17 +243,17 @@ class Gr00tLeRobotDataset(Dataset):
         if task_index not in self.meta.tasks:
             raise SvmsError(
                 f"{self.meta.data_path(episode.index)}: column {column!r} row {step} holds task index "
-                f"{task_index}, which meta/tasks.jsonl does not define; add that task or fix the column."
+                f"{task_index}, which {self.meta.task_list} does not define; add that task or fix the column."
             )
         return self.meta.tasks[task_index]
 
     # ---- whole episodes (open-loop evaluation) ------------------------------------------------------
     def position_of(self, episode_index: int) -> int:
-        """Position in meta/episodes.jsonl of episode `episode_index`."""
+        """Position in the episode list of episode `episode_index`."""
         for pos, ep in enumerate(self.meta.episodes):
             if ep.index == episode_index:
                 return pos
-        raise SvmsError(f"{self.meta.root}: no episode {episode_index} in meta/episodes.jsonl")
+        raise SvmsError(f"{self.meta.root}: no episode {episode_index} in {self.meta.episode_list}")
 
     def episode_length(self, pos: int) -> int:
         return int(self._lengths[pos])
@@ -289,17 +295,33 @@ class Gr00tLeRobotDataset(Dataset):
                 k: arrays[meta.column_of(modality, k)][rows][:, meta.key_slice(modality, k)] for k in m.modality_keys
             }
         frames = self._rows(step, cfg.video.delta_indices, length)
-        video = {k: self._video(meta.video_path(episode, k), length).frames(frames)
-                 for k in (cfg.video.modality_keys if video else ())}
+        video = {k: self._camera(pos, k, frames, length) for k in (cfg.video.modality_keys if video else ())}
         language = self._language(pos, step, arrays, position)
         return RawSample(episode, step, video, out["state"], out["action"], language)
+
+    def _camera(self, pos: int, key: str, frames: np.ndarray, length: int) -> list[np.ndarray]:
+        """Frames at steps `frames` of camera `key`: from its mp4 (offset by where the episode starts in
+        it), or decoded from the image feature's bytes in the episode's rows."""
+        episode = self.meta.episodes[pos].index
+        if self.meta.camera_dtype(key) == "image":
+            column = self.meta.video_original_key(key)
+            cells = self._images.pop((pos, key), None)
+            if cells is None:
+                cells = self.meta.read_episode(episode, [column])[column]
+            self._images[(pos, key)] = cells
+            while len(self._images) > IMAGE_CACHE:
+                self._images.popitem(last=False)
+            where = f"{self.meta.data_path(episode)} (episode {episode}): column {column!r}"
+            return [decode_image(cells[i], f"{where} row {i}") for i in frames.tolist()]
+        start = self.meta.video_start(episode, key)
+        return self._video(self.meta.video_path(episode, key), start + length).frames((start + frames).tolist())
 
     def _video(self, path: Path, length: int) -> VideoDecoder:
         decoder = self._decoders.get(path)
         if 0 < decoder.n_frames < length:
             raise SvmsError(
-                f"video file {path} has {decoder.n_frames} frames but its episode has {length} rows; the "
-                "video is shorter than its parquet file. Re-encode it with one frame per row."
+                f"video file {path} has {decoder.n_frames} frames but its episode needs {length}; the "
+                "video is shorter than its parquet rows. Re-encode it with one frame per row."
             )
         return decoder
 

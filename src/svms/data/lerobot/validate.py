@@ -1,4 +1,5 @@
-"""Strict dataset validation: every inconsistency the loader would tolerate or trip over, as a list.
+"""Strict dataset validation (LeRobot v2.0, v2.1, v3.0): every inconsistency the loader would tolerate or trip
+over, as a list.
 
 Where loading warns and carries on as the reference does (a declared episode length that differs
 from the parquet rows, tasks missing from tasks.jsonl), validation reports an error. A dataset
@@ -35,14 +36,14 @@ def validate_dataset(root: str | Path, progress: bool = False, max_abs: float = 
         for p in modality_range_problems(meta)
     ]
     if not meta.episodes:
-        out.append(Problem("meta/episodes.jsonl", "lists no episode: the dataset is empty."))
+        out.append(Problem(meta.episode_list, "lists no episode: the dataset is empty."))
     declared = meta.info.get("total_episodes")
     if declared is not None and declared != len(meta.episodes):
         out.append(
             Problem(
                 "meta/info.json",
-                f"total_episodes is {declared} but episodes.jsonl has "
-                f"{len(meta.episodes)} lines; make them agree.",
+                f"total_episodes is {declared} but {meta.episode_list} lists "
+                f"{len(meta.episodes)} episodes; make them agree.",
                 tolerated=True,
             )
         )
@@ -61,7 +62,7 @@ def validate_dataset(root: str | Path, progress: bool = False, max_abs: float = 
     except SvmsError as e:
         out.append(Problem("meta/modality.json", str(e)))
         return out
-    if meta.stats is None:
+    if meta.stats is None and not meta.stats_incomplete:
         out.append(
             Problem(
                 "meta/stats.json",

@@ -1,5 +1,9 @@
 """Writing GR00T-flavoured LeRobot v2.1 datasets: parquet per episode, mp4 per camera, meta/ files.
 
+Besides GR00T's files, `meta/episodes_stats.jsonl` (LeRobot v2.1's per-episode min/max/mean/std/count of
+every feature, cameras per channel in [0, 1]) is written, so LeRobot 0.3.x opens the dataset offline and
+LeRobot's v2.1 → v3.0 converter accepts it.
+
 Used by the tests and by the simulated-data generator. Output is deterministic (same inputs, same
 bytes): no wall-clock times in metadata, fixed encoder settings. Videos are h264 (libx264) or AV1
 (libsvtav1) yuv420p with a short keyframe interval, so random access decodes few frames.
@@ -151,6 +155,7 @@ class LeRobotWriter:
         self.video_shapes: dict[str, tuple[int, int]] = {}
         self.extra_dtypes: dict[str, str] = {}
         self.n_frames = 0
+        self.episode_stats: list[dict[str, Any]] = []
         (self.root / "meta").mkdir(parents=True, exist_ok=True)  # the mark first: see `replaceable`
         write_json(self.root / "meta" / "info.json", {"codebase_version": "v2.1", "created_by": created_by})
 
@@ -203,6 +208,12 @@ class LeRobotWriter:
                 self.gop,
             )
         self.episodes.append({"episode_index": index, "tasks": list(dict.fromkeys(language)), "length": n})
+        stats = {name: feature_stats(column.to_numpy(zero_copy_only=False) if not pa.types.is_list(column.type)
+                                     else np.stack(column.to_numpy(zero_copy_only=False)))
+                 for name, column in columns.items() if _numeric(column.type)}
+        for key in self.video_keys:
+            stats[f"observation.images.{key}"] = image_stats(np.asarray(episode.videos[key]))
+        self.episode_stats.append({"episode_index": index, "stats": stats})
         self.n_frames += n
         return index
 
@@ -290,10 +301,36 @@ class LeRobotWriter:
         write_json(meta_dir / "info.json", info)
         write_jsonl(meta_dir / "episodes.jsonl", self.episodes)
         write_jsonl(meta_dir / "tasks.jsonl", [{"task_index": i, "task": t} for t, i in self.tasks.items()])
+        write_jsonl(meta_dir / "episodes_stats.jsonl", self.episode_stats)
         write_json(meta_dir / "modality.json", self._modality())
         if stats:
             write_stats(self.root, embodiment_tag)
         return load_meta(self.root)
+
+
+def _numeric(kind: pa.DataType) -> bool:
+    if pa.types.is_list(kind):
+        kind = kind.value_type
+    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+
+
+def feature_stats(values: np.ndarray) -> dict[str, list]:
+    """LeRobot's per-episode statistics of a column: min, max, mean, std over rows, count = [rows]; a scalar
+    column gets one-element lists."""
+    values = np.asarray(values)
+    values = values.reshape(len(values), -1) if values.ndim == 1 else values
+    as_float = values.astype(np.float64)
+    return {"min": values.min(0).tolist(), "max": values.max(0).tolist(), "mean": as_float.mean(0).tolist(),
+            "std": as_float.std(0).tolist(), "count": [len(values)]}
+
+
+def image_stats(frames: np.ndarray) -> dict[str, list]:
+    """LeRobot's per-episode statistics of a camera: per channel over all frames and pixels, in [0, 1], as
+    (3, 1, 1) nested lists."""
+    channels = np.asarray(frames, np.float64).reshape(-1, frames.shape[-1]) / 255.0
+    nest = lambda v: [[[float(c)]] for c in v]  # noqa: E731
+    return {"min": nest(channels.min(0)), "max": nest(channels.max(0)), "mean": nest(channels.mean(0)),
+            "std": nest(channels.std(0)), "count": [len(frames)]}
 
 
 def write_json(path: Path, content: Any) -> None:
