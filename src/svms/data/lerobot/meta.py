@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from svms.data.lerobot.episodes import EpisodeInfo, EpisodeLocation, SubTask  # noqa: F401 (re-exported)
+from svms.data.lerobot.meta_v3 import read_v3_index
 from svms.errors import SvmsError
 
 SUPPORTED_VERSIONS = ("v2.0", "v2.1", "v3.0")
@@ -43,38 +45,6 @@ INFO_JSON_HOWTO = (
     "needed when a camera is a video feature) and features (one entry per parquet column and per camera, "
     "each with dtype and shape)."
 )
-
-
-@dataclass(frozen=True)
-class SubTask:
-    """A span of an episode with its own instruction (`sub_tasks` of episodes.jsonl)."""
-
-    start: int
-    end: int
-    text: str
-
-
-@dataclass(frozen=True)
-class EpisodeInfo:
-    """One line of episodes.jsonl: index, declared length, task strings, optional sub-tasks."""
-
-    index: int
-    length: int
-    tasks: tuple[str, ...]
-    sub_tasks: tuple[SubTask, ...] = ()
-
-
-@dataclass(frozen=True)
-class EpisodeLocation:
-    """Where a v3.0 episode lies: its data file with the global `index` range [start, stop) and the
-    file's first index (so rows start - file_start .. stop - file_start of the file), and per camera
-    feature the mp4 and the time range [from, to) of the episode in it."""
-
-    data_file: str
-    start: int
-    stop: int
-    file_start: int
-    videos: dict[str, tuple[str, float, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -426,8 +396,6 @@ def load_meta(root: str | Path, require_modality: bool = True) -> DatasetMeta:
     check_modality_json(modality, meta_dir / "modality.json")
     locations: dict[int, EpisodeLocation] = {}
     if str(info["codebase_version"]).startswith("v3"):
-        from svms.data.lerobot.meta_v3 import read_v3_index
-
         episodes, tasks, locations = read_v3_index(root, info)
         episode_list, task_list = "meta/episodes/", "meta/tasks.parquet"
     else:

@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from svms.data.lerobot.episodes import EpisodeInfo, EpisodeLocation
 from svms.errors import SvmsError
 
 EPISODE_COLUMNS = ("episode_index", "length", "data/chunk_index", "data/file_index", "dataset_from_index",
@@ -84,8 +85,6 @@ def _episode_rows(root: Path) -> list[tuple[Path, dict[str, Any]]]:
 
 def read_v3_index(root: Path, info: dict[str, Any]):
     """(episodes, tasks, locations) of a v3.0 dataset, in the order of the episodes parquet files."""
-    from svms.data.lerobot.meta import EpisodeInfo, EpisodeLocation
-
     info_path = root / "meta" / "info.json"
     videos = [k for k, f in info["features"].items() if isinstance(f, dict) and f.get("dtype") == "video"]
     episodes, locations = [], {}
