@@ -53,6 +53,44 @@ def setup_runtime(device: str) -> Runtime:
     return Runtime(rank, world, dev)
 
 
+def shard_model(model: torch.nn.Module) -> None:
+    """FSDP2 (`fully_shard`) in place: each LLM layer and DiT block is a unit whose full weights exist only
+    while it runs; the rest of the model is the root unit. Parameters, gradients and optimizer state are
+    sharded over the processes; gradients are averaged as DDP averages them."""
+    from torch.distributed.fsdp import fully_shard
+
+    for block in [*model.backbone.model.language_model.model.layers, *model.action_head.model.transformer_blocks]:
+        fully_shard(block)
+    fully_shard(model)
+
+
+def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sharded: bool
+               ) -> tuple[dict[str, torch.Tensor], dict]:
+    """(model state dict, optimizer state dict) to save. Sharded (FSDP): gathered whole onto the main
+    process's CPU (every process must call this; the others get empty dicts), the optimizer's keyed by
+    parameter name."""
+    if not sharded:
+        return model.state_dict(), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(model, options=options), get_optimizer_state_dict(model, optimizer, options=options)
+
+
+def load_optimizer_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict, sharded: bool) -> None:
+    """The inverse of `full_state` for the optimizer: each process keeps its shard of the saved full state."""
+    if not sharded:
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
 def teardown_runtime(runtime: Runtime) -> None:
     if runtime.distributed and dist.is_initialized():
         dist.destroy_process_group()
