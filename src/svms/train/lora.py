@@ -16,7 +16,6 @@ loads the checkpoint's other weights and the adapter, so it continues bit for bi
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -195,13 +194,18 @@ def load_adapter(model: nn.Module, checkpoint: Path) -> None:
 
 
 def adapted_modules(checkpoint: Path) -> list[str]:
-    """The module names a checkpoint's adapter config lists (their base weights come from the run's base)."""
-    path = checkpoint / ADAPTER_DIR / ADAPTER_CONFIG
+    """The module names a checkpoint's adapter holds (their base weights come from the run's base). Read from
+    the weights: peft's config may shorten `target_modules` to common suffixes."""
+    from safetensors import SafetensorError, safe_open
+
+    path = checkpoint / ADAPTER_DIR / ADAPTER_WEIGHTS
     try:
-        targets = json.loads(path.read_text())["target_modules"]
-    except (OSError, ValueError, KeyError) as err:
-        raise SvmsError(f"{path} cannot be read ({err}); resume needs the adapter config of a LoRA run") from err
-    return sorted(targets)
+        with safe_open(str(path), "pt") as f:
+            keys = list(f.keys())  # noqa: SIM118 (safe_open is not iterable)
+    except (OSError, SafetensorError) as err:
+        raise SvmsError(f"{path} cannot be read ({err}); resume needs the adapter of a LoRA run") from err
+    prefix = "base_model.model."
+    return sorted({k[len(prefix):].rpartition(".lora_")[0] for k in keys if ".lora_" in k})
 
 
 __all__ = ["ADAPTER_DIR", "DEFAULT_TARGETS", "NAMED_TARGETS", "Lora", "adapted_modules", "apply_lora",
