@@ -53,15 +53,46 @@ def setup_runtime(device: str) -> Runtime:
     return Runtime(rank, world, dev)
 
 
-def shard_model(model: torch.nn.Module) -> None:
+def shard_model(model: torch.nn.Module) -> list[torch.nn.Parameter]:
     """FSDP2 (`fully_shard`) in place: each LLM layer and DiT block is a unit whose full weights exist only
     while it runs; the rest of the model is the root unit. Parameters, gradients and optimizer state are
-    sharded over the processes; gradients are averaged as DDP averages them."""
+    sharded over the processes; gradients are averaged as DDP averages them. FSDP cannot shard a scalar
+    parameter (SVMS's alpha): those stay whole on every process, and are returned for `average_gradients`."""
     from torch.distributed.fsdp import fully_shard
 
+    scalars = [p for p in model.parameters() if p.dim() == 0]
     for block in [*model.backbone.model.language_model.model.layers, *model.action_head.model.transformer_blocks]:
         fully_shard(block)
-    fully_shard(model)
+    fully_shard(model, ignored_params=set(scalars))
+    return scalars
+
+
+def average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
+    """Average the gradients of parameters kept whole on every process (what DDP does for all of them)."""
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad /= world
+
+
+def clip_grad_norm(params: list[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """`torch.nn.utils.clip_grad_norm_`, also over FSDP's sharded gradients mixed with whole ones; returns the
+    total norm before clipping as a plain tensor."""
+    from torch.distributed.tensor import DTensor
+
+    grads = [p.grad for p in params if p.grad is not None]
+    sharded = [g for g in grads if isinstance(g, DTensor)]
+    if not sharded:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    whole = [g for g in grads if not isinstance(g, DTensor)]
+    total = torch.nn.utils.get_total_norm(sharded).full_tensor() ** 2
+    if whole:
+        total = total + torch.nn.utils.get_total_norm(whole).to(total.device) ** 2
+    total = total.sqrt()
+    coef = min(1.0, max_norm / (float(total) + 1e-6))
+    for g in grads:
+        g.mul_(coef)
+    return total
 
 
 def full_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer, sharded: bool

@@ -37,6 +37,8 @@ from svms.train.config import TrainConfig
 from svms.train.data import StepBatchSampler, micro_positions, sample_noise
 from svms.train.distributed import (
     Runtime,
+    average_gradients,
+    clip_grad_norm,
     full_state,
     load_optimizer_state,
     setup_runtime,
@@ -280,6 +282,7 @@ class Session:
     autocast: Any
     signals: StopSignals
     lora: Lora | None = None
+    replicated: list[torch.nn.Parameter] = dataclasses.field(default_factory=list)  # FSDP: kept whole, averaged
 
 
 def step_weights(s: Session, step: int) -> StepWeights:
@@ -342,9 +345,9 @@ def train_step(s: Session, loader, step: int) -> tuple[dict[str, Any], bool]:
         if out.svms is not None and rt.main and micro == 0:
             diagnostics = svms_diagnostics(out.svms, batch["input_ids"] == model.backbone.image_token_index,
                                            batch["attention_mask"].bool(), model.svms.config.stream_names)
-    grad_norm = torch.nn.utils.clip_grad_norm_(s.params, cfg.max_grad_norm)
-    if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
-        grad_norm = grad_norm.full_tensor()
+    if s.replicated:  # under FSDP: the parameters it cannot shard
+        average_gradients(s.replicated, rt.world)
+    grad_norm = clip_grad_norm(s.params, cfg.max_grad_norm)
     sums[STOP] = float(s.signals.received is not None)
     sums = rt.mean(sums.to(rt.device)).cpu()  # NCCL reduces device tensors only
     means = dict(zip(LOSS_TERMS, sums.tolist(), strict=False))
@@ -437,8 +440,7 @@ def _train(cfg: TrainConfig, runtime: Runtime, signals: StopSignals, saved: dict
         apply_phase_dtypes(model, cfg.frozen_dtype)
     model.action_head.model.gradient_checkpointing = cfg.grad_checkpointing
     model.to(runtime.device)
-    if cfg.fsdp:
-        shard_model(model)
+    replicated = shard_model(model) if cfg.fsdp else []
     mc = model.config
     warmup = math.ceil(cfg.warmup_ratio * cfg.max_steps)
     sheaf = SheafSchedule(cfg.sheaf_schedule or mc.sheaf_schedule_mode,
@@ -495,7 +497,7 @@ def _train(cfg: TrainConfig, runtime: Runtime, signals: StopSignals, saved: dict
                 else contextlib.nullcontext())
     signals.restore_handlers()
     s = Session(cfg, runtime, model, runner, optimizer, params, sheaf, svms_gen, processor, per_process, warmup,
-                aux_warmup, temp_decay, autocast, signals, lora)
+                aux_warmup, temp_decay, autocast, signals, lora, replicated)
 
     last = resume
     set_train_mode(model, cfg.phase)
