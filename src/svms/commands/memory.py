@@ -66,7 +66,7 @@ class Memory:
                            **kw)
             measured = measure(self.preset, phase, est.batch_size, **kw) if self.measure else None
             rows.append((est, measured, fit_options(est, card, every=self.gpu_memory is not None)))
-        Console(width=160).print(memory_table(rows, card, listing=self.gpu_memory is not None))
+        Console(width=160).print(memory_table(rows, self.gpu_memory, listing=self.gpu_memory is not None))
         return 0
 
 

@@ -131,7 +131,7 @@ class TrainConfig:
             if self.arm not in ARMS:
                 raise SvmsError(f"--arm {self.arm!r}: use one of {', '.join(ARMS)}")
             spec = ARMS[self.arm]
-            svms, flags, overrides = spec.svms, spec.flags, spec.overrides
+            svms, flags, overrides = spec.svms, spec.flags_for(str(self.phase)), spec.overrides
             if self.svms is not None and self.svms != svms:
                 raise SvmsError(f"--arm {self.arm} {'needs' if svms else 'excludes'} SVMS; drop --svms/--no-svms")
             self.svms = svms
