@@ -221,6 +221,7 @@ def test_8bit_without_bitsandbytes_names_the_extra(monkeypatch):
     (["--lora-rank", "8", "--lora-targets", "layers.(0"], "not a valid regular expression"),
     (["--optimizer", "sgd"], "--optimizer 'sgd': use one of adamw, adamw-foreach, adamw8bit, paged-adamw8bit"),
     (["--fsdp"], "torchrun --nproc-per-node N"),
+    (["--fsdp", "--optimizer", "adamw8bit"], "8-bit update does not take FSDP's sharded parameters"),
 ])
 def test_bad_memory_flags_are_clear_errors(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.delenv("WORLD_SIZE", raising=False)

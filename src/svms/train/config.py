@@ -177,7 +177,7 @@ class TrainConfig:
 
     def _check_memory_options(self) -> None:
         from svms.train.lora import DEFAULT_TARGETS, check_targets
-        from svms.train.optimizers import check_optimizer
+        from svms.train.optimizers import EIGHT_BIT, check_optimizer
 
         check_optimizer(self.optimizer)
         if self.lora_rank is None:
@@ -195,6 +195,9 @@ class TrainConfig:
                 raise SvmsError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
             self.lora_targets = tuple(self.lora_targets or DEFAULT_TARGETS)
             check_targets(self.lora_targets)
+        if self.fsdp and self.optimizer in EIGHT_BIT:
+            raise SvmsError(f"--fsdp with --optimizer {self.optimizer}: bitsandbytes' 8-bit update does not take "
+                            "FSDP's sharded parameters; use --optimizer adamw with --fsdp, or 8-bit AdamW without it")
         if self.fsdp and int(os.environ.get("WORLD_SIZE", "1")) < 2:
             raise SvmsError("--fsdp shards the model over processes, so it needs several: start it with "
                             "`torchrun --nproc-per-node N -m svms.cli train ... --fsdp` (N >= 2), or drop --fsdp")
