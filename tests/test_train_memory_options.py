@@ -187,7 +187,7 @@ def eight_bit_skip_reason() -> str | None:
 @pytest.mark.parametrize("name", ["adamw-foreach", "adamw8bit"])
 def test_optimizer_state_saves_and_resumes_bitwise(tmp_path, name):
     if name == "adamw8bit" and (reason := eight_bit_skip_reason()):
-        pytest.skip(f"8-bit AdamW cannot run on this machine's CPU: {reason}")
+        pytest.skip(f"8-bit AdamW is not available on this machine's CPU: {reason}")
     straight, resumed = kill_and_resume(tmp_path, {"optimizer": name})
     assert resumed == straight
     state = torch.load(tmp_path / "killed" / "checkpoint-5" / "training_state.pt", weights_only=False)
