@@ -7,7 +7,8 @@
 #                   (pip find-links) pip takes that one.
 #   TORCH_INDEX_URL an index for torch only, e.g. https://download.pytorch.org/whl/cu128 for a
 #                   specific CUDA build or https://download.pytorch.org/whl/cpu for a CPU-only one.
-#   SVMS_EXTRAS     extras of the project to install (default: dev,sim; sim = robosuite for `svms demo`).
+#   SVMS_EXTRAS     extras of the project to install (default: dev,sim; sim = robosuite for `svms demo`;
+#                   add quant for bitsandbytes' 8-bit optimizers, e.g. SVMS_EXTRAS=dev,sim,quant).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"

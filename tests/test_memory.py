@@ -165,3 +165,52 @@ def test_phase_dtypes_reject_an_unknown_rule():
     model = Gr00tN1d6(Gr00tN1d6Config.preset("tiny"))
     with pytest.raises(SvmsError, match="bf16, fp32, mixed"):
         apply_phase_dtypes(model, "fp16")
+
+
+LORA = (32, ("llm", "dit"))
+
+
+def test_lora_freezes_the_adapted_weights_and_adds_rank_sized_adapters():
+    full, lora = estimate(PRESET, 3, 8), estimate(PRESET, 3, 8, lora=LORA)
+    model = memory._meta_model(PRESET)
+    apply_phase(model, "3")
+    from svms.train.lora import resolve_targets
+
+    adapted = [dict(model.named_modules())[n] for names in resolve_targets(model, LORA[1]).values() for n in names]
+    base = sum(m.weight.numel() + (m.bias.numel() if m.bias is not None else 0) for m in adapted)
+    adapters = sum(32 * (m.in_features + m.out_features) for m in adapted)
+    assert lora.trainable_params == full.trainable_params - base + adapters
+    assert lora.total_params == full.total_params + adapters
+    assert lora.trainable_params < full.trainable_params / 2
+    assert lora.optimizer_gib < full.optimizer_gib / 2 and lora.total_gib < full.total_gib
+    rank8 = estimate(PRESET, 3, 8, lora=(8, LORA[1]))
+    assert rank8.trainable_params < lora.trainable_params
+    assert estimate(PRESET, 1, 16, lora=LORA).trainable_params == estimate(PRESET, 1, 16).trainable_params
+
+
+def test_fsdp_shards_states_and_paged_counts_as_8bit():
+    one, two, four = (estimate(PRESET, 3, 8, fsdp_gpus=n) for n in (1, 2, 4))
+    assert two.optimizer_gib == pytest.approx(one.optimizer_gib / 2)
+    assert four.optimizer_gib == pytest.approx(one.optimizer_gib / 4)
+    assert four.total_gib < two.total_gib < one.total_gib
+    assert one.weights_gib / 2 < two.weights_gib < one.weights_gib  # plus the units gathered whole
+    paged, eight = estimate(PRESET, 3, 8, optimizer="paged-adamw8bit"), estimate(PRESET, 3, 8, optimizer="adamw8bit")
+    assert paged.total_gib == eight.total_gib
+    with pytest.raises(SvmsError, match="fsdp-gpus"):
+        estimate(PRESET, 3, 8, fsdp_gpus=0)
+    with pytest.raises(SvmsError, match="lora-rank"):
+        estimate(PRESET, 3, 8, lora=(0, ("llm",)))
+
+
+def test_gpu_memory_lists_the_settings_that_fit(capsys):
+    from svms.cli import main
+
+    assert main(["memory", "--gpu-memory", "24"]) == 0
+    out = capsys.readouterr().out
+    for phase in (1, 2, 3):
+        assert f"Phase {phase}, batch {memory.PHASE_BATCH[phase]}: settings that fit 24 GiB" in out
+    phase3 = out[out.index("Phase 3, batch 8: settings"):]
+    assert "--optimizer adamw8bit" in phase3 and "--lora-rank 32 --lora-targets llm dit" in phase3
+    assert "as set" not in phase3  # plain AdamW does not fit 24 GiB in phase 3
+    for option in fit_options(estimate(PRESET, 3, 8), 24, every=True):
+        assert option.fits == (option.estimate.total_gib <= 24)

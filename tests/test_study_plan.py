@@ -12,6 +12,7 @@ from svms.errors import SvmsError
 from svms.protocol import ARMS
 from svms.study import builtin_plans, load_plan
 from svms.study.jobs import arm_stints, expand
+from svms.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -85,7 +86,7 @@ def test_full_size_plan_is_the_seed_protocol():
     plan = load_plan(ROOT / "plans" / "robocasa-n1d6-3b.toml", check_paths=False)
     assert [plan.phases[p].batch for p in ("1", "2", "3")] == [16, 12, 8]
     assert len(plan.seeds) == 3 and plan.launcher.kind == "slurm" and plan.model.init is not None
-    assert set(plan.arms) == set(ARMS) and plan.data.embodiment_tag == "robocasa_panda_omron"
+    assert set(plan.arms) == set(ARMS) - {"svms-lora"} and plan.data.embodiment_tag == "robocasa_panda_omron"
 
 
 @pytest.mark.parametrize("old,new,message", [
@@ -225,3 +226,20 @@ def test_dry_run_lists_the_jobs_and_creates_nothing(tmp_path, dataset, capsys):
     assert "training svms-seed1-phase3: phase 3, 8 steps x batch 2, data offset 20" in printed
     assert "training control-seed0: phase 3, 4 steps x batch 2" in printed
     assert not (tmp_path / "out").exists()
+
+
+def test_plan_sets_memory_options_per_phase_and_the_lora_arm_adapts_phase_3_only(tmp_path, dataset):
+    text = edited('arms = ["baseline", "svms", "control"]', 'arms = ["baseline", "svms", "svms-lora", "control"]')
+    text = text.replace("lambda_sheaf_max = 0.2", 'lambda_sheaf_max = 0.2\noptimizer = "adamw-foreach"')
+    jobs = {j.name: j for j in expand(load_plan(write(tmp_path, text, dataset)), tmp_path / "out")}
+    configs = {p: TrainConfig(**{**jobs[f"svms-lora-seed0-phase{p}"].args, "out": tmp_path / p})
+               for p in ("1", "2", "3")}
+    assert [configs[p].lora_rank for p in ("1", "2", "3")] == [None, None, 32]
+    assert configs["3"].lora_targets == ("llm", "dit") and configs["3"].svms
+    assert [configs[p].optimizer for p in ("1", "2", "3")] == ["adamw", "adamw", "adamw-foreach"]
+    plain = TrainConfig(**{**jobs["svms-seed0-phase3"].args, "out": tmp_path / "s"})
+    assert plain.lora_rank is None and plain.optimizer == "adamw-foreach"
+    with pytest.raises(SvmsError, match="the arm svms-lora sets it"):
+        load_plan(write(tmp_path, text.replace("[flags]\n", "[flags]\nlora_rank = 8\n"), dataset, "bad.toml"))
+    plan = load_plan(ROOT / "plans" / "robocasa-n1d6-3b-24gb.toml", check_paths=False)
+    assert "svms-lora" in plan.arms and plan.phases["3"].flags["optimizer"] == "adamw8bit"

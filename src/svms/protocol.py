@@ -40,7 +40,8 @@ class Arm:
     """One arm of the comparison.
 
     `svms`, `flags` (TrainConfig field values) and `overrides` (model-config KEY=JSON) are what
-    `svms train --arm NAME` sets; `phases` the fine-tuning phases the arm runs in order; `step_fraction` the
+    `svms train --arm NAME` sets (`phase_flags`: more flags for one phase, e.g. LoRA in phase 3 only); `phases`
+    the fine-tuning phases the arm runs in order; `step_fraction` the
     share of the baseline's optimizer-step budget it gets; `references` the arms it is compared with."""
 
     name: str
@@ -51,6 +52,11 @@ class Arm:
     overrides: tuple[str, ...] = ()
     step_fraction: float = 1.0
     references: tuple[str, ...] = ()
+    phase_flags: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def flags_for(self, phase: str) -> dict[str, Any]:
+        """The TrainConfig values this arm sets in `phase`."""
+        return {**self.flags, **self.phase_flags.get(phase, {})}
 
 
 BASELINE = "baseline"
@@ -66,6 +72,9 @@ ARMS: dict[str, Arm] = {arm.name: arm for arm in (
     Arm("svms-no-aux", "ablation", True, SVMS_PHASES, {"lambda_aux": 0.0}, ("use_aux_losses=false",),
         references=(BASELINE, SVMS)),
     Arm(CONTROL, "control", False, ("3",), step_fraction=0.25, references=(BASELINE,)),
+    # The SVMS protocol with phase 3 as LoRA (rank 32 on llm + dit): the fine-tune that fits a 24 GB card.
+    Arm("svms-lora", "treatment", True, SVMS_PHASES, references=(BASELINE, SVMS),
+        phase_flags={"3": {"lora_rank": 32}}),
 )}
 
 ABLATIONS = tuple(name for name, arm in ARMS.items() if arm.role == "ablation")

@@ -17,7 +17,8 @@ class Memory:
     """Peak GPU memory per fine-tuning phase: weights, gradients, optimizer states, activations.
 
     Estimated from the real model's parameter counts (meta device); `--measure` runs real training steps
-    on a CUDA GPU. Phases that do not fit a 32 GB card get the settings that make them fit.
+    on a CUDA GPU. Phases that do not fit a 32 GB card (or --gpu-memory G) get the settings that make them fit;
+    with --gpu-memory every setting that fits is listed.
     """
 
     preset: str = "n1d6-3b"
@@ -29,7 +30,15 @@ class Memory:
     grad_checkpointing: bool = False
     """checkpoint LLM layers and DiT blocks"""
     optimizer: str = "adamw"
-    """adamw (fused), adamw-foreach (the reference's), adamw8bit, offload"""
+    """adamw (fused), adamw-foreach (the reference's), adamw8bit, paged-adamw8bit, offload (estimate only)"""
+    lora_rank: int | None = None
+    """LoRA adapters of this rank on --lora-targets (as svms train --lora-rank)"""
+    lora_targets: tuple[str, ...] = ("llm", "dit")
+    """LoRA targets: llm, dit, vision or module-name patterns (with --lora-rank)"""
+    fsdp_gpus: int = 1
+    """FSDP over this many GPUs (svms train --fsdp under torchrun); 1: one GPU, no sharding"""
+    gpu_memory: float | None = None
+    """the card's memory in GiB (e.g. 24): list, per phase, the settings that fit it"""
     frozen_dtype: str = "bf16"
     """dtype of frozen weights: bf16, fp32, or mixed (the reference: frozen backbone bf16, head fp32)"""
     measure: bool = False
@@ -40,35 +49,44 @@ class Memory:
     def run(self) -> int:
         from rich.console import Console
 
-        from svms.train.memory import PHASE_BATCH, estimate, fit_options
+        from svms.errors import SvmsError
+        from svms.train.memory import CARD_GIB, PHASE_BATCH, estimate, fit_options
         from svms.train.memory_measure import measure
 
+        if self.gpu_memory is not None and self.gpu_memory <= 0:
+            raise SvmsError(f"--gpu-memory {self.gpu_memory}: the card's memory in GiB, e.g. 24")
+        card = CARD_GIB if self.gpu_memory is None else self.gpu_memory
+        lora = None if self.lora_rank is None else (self.lora_rank, tuple(self.lora_targets))
         phases = list(PHASE_BATCH) if self.phase is None else [self.phase]
         rows = []
         for phase in phases:
-            est = estimate(self.preset, phase, self.batch_size or PHASE_BATCH.get(phase, 1),
-                           grad_checkpointing=self.grad_checkpointing, optimizer=self.optimizer,
-                           frozen_dtype=self.frozen_dtype, seq_len=self.seq_len)
-            measured = None
-            if self.measure:
-                measured = measure(self.preset, phase, est.batch_size, grad_checkpointing=self.grad_checkpointing,
-                                   optimizer=self.optimizer, frozen_dtype=self.frozen_dtype, seq_len=self.seq_len)
-            rows.append((est, measured, fit_options(est)))
-        Console(width=160).print(memory_table(rows))
+            kw = dict(grad_checkpointing=self.grad_checkpointing, optimizer=self.optimizer,
+                      frozen_dtype=self.frozen_dtype, seq_len=self.seq_len, lora=lora if phase != 1 else None)
+            est = estimate(self.preset, phase, self.batch_size or PHASE_BATCH.get(phase, 1), fsdp_gpus=self.fsdp_gpus,
+                           **kw)
+            measured = measure(self.preset, phase, est.batch_size, **kw) if self.measure else None
+            rows.append((est, measured, fit_options(est, card, every=self.gpu_memory is not None)))
+        Console(width=160).print(memory_table(rows, self.gpu_memory, listing=self.gpu_memory is not None))
         return 0
 
 
-def memory_table(rows: list[tuple[MemoryEstimate, MeasuredMemory | None, list[FitOption]]]) -> Group:
-    """One column per phase (lines in GiB), then for each phase that does not fit its options."""
+def memory_table(rows: list[tuple[MemoryEstimate, MeasuredMemory | None, list[FitOption]]],
+                 card_gib: float | None = None, listing: bool = False) -> Group:
+    """One column per phase (lines in GiB), then for each phase that does not fit `card_gib` its options;
+    `listing` (`--gpu-memory`): for every phase, the settings that fit."""
     from rich.console import Group
     from rich.table import Table
 
     from svms.train.memory import CARD_GIB, SEED_CLAIM_GB
 
+    card = CARD_GIB if card_gib is None else card_gib
     first = rows[0][0]
+    lora = rows[-1][0].lora
     title = (f"Peak GPU memory per training step, {first.preset}, {first.seq_len} tokens/sample, "
              f"optimizer {first.optimizer}, frozen weights {first.frozen_dtype}, "
-             f"gradient checkpointing {'on' if first.grad_checkpointing else 'off'} (GiB)")
+             f"gradient checkpointing {'on' if first.grad_checkpointing else 'off'}"
+             + (f", LoRA rank {lora[0]} on {' + '.join(lora[1])}" if lora else "")
+             + (f", FSDP over {first.fsdp_gpus} GPUs" if first.fsdp_gpus > 1 else "") + " (GiB)")
     table = Table(title=title)
     table.add_column("")
     for est, _, _ in rows:
@@ -92,13 +110,28 @@ def memory_table(rows: list[tuple[MemoryEstimate, MeasuredMemory | None, list[Fi
         table.caption = f"measured on {device}"
     table.add_row("seed's claim", *[
         f"{SEED_CLAIM_GB[e.phase]} GB at batch {b}" for e, b in ((e, _seed_batch(e.phase)) for e, _, _ in rows)])
-    table.add_row(f"fits a 32 GB card ({CARD_GIB} GiB)?", *[
-        "[green]yes[/green]" if e.fits() else "[red]no[/red]" for e, _, _ in rows])
+    name = "a 32 GB card" if card_gib is None else "the card"
+    table.add_row(f"fits {name} ({card:g} GiB)?", *[
+        "[green]yes[/green]" if e.fits(card) else "[red]no[/red]" for e, _, _ in rows])
     parts: list = [table]
     for est, _, options in rows:
+        if listing:
+            fitting = ([("as set", est.settings(), est)] if est.fits(card) else []) + [
+                (o.label, o.flags(), o.estimate) for o in options if o.fits and o.estimate.optimizer != "offload"]
+            fix = Table(title=f"Phase {est.phase}, batch {est.batch_size}: settings that fit {card:g} GiB"
+                        + ("" if fitting else " (none of those tried)"))
+            fix.add_column("option")
+            fix.add_column("svms train flags")
+            fix.add_column("trainable params", justify="right")
+            fix.add_column("total (GiB)", justify="right")
+            for label, flags, option in fitting:
+                fix.add_row(label, flags or "(defaults)", f"{option.trainable_params / 1e6:,.1f} M",
+                            f"{option.total_gib:.2f}")
+            parts.append(fix)
+            continue
         if not options:
             continue
-        fix = Table(title=f"Phase {est.phase} needs {est.total_gib:.1f} GiB > {CARD_GIB}: what makes it fit")
+        fix = Table(title=f"Phase {est.phase} needs {est.total_gib:.1f} GiB > {card:g}: what makes it fit")
         fix.add_column("option")
         fix.add_column("total (GiB)", justify="right")
         fix.add_column("fits?")

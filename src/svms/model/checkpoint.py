@@ -255,16 +255,18 @@ def _materialise_unused_vit_head(model) -> None:
 # ---- writing ---------------------------------------------------------------------------------------
 
 def save_pretrained(model, folder: str | Path, *, max_shard_bytes: int = DEFAULT_SHARD_BYTES,
-                    dtype: torch.dtype | None = None) -> Path:
+                    dtype: torch.dtype | None = None, state_dict: dict[str, torch.Tensor] | None = None) -> Path:
     """Write `config.json` and the weights (sharded above `max_shard_bytes`) into `folder`.
 
     The tied `lm_head.weight` is left out, as the reference's save does; every file is written to a
     temporary name and renamed, so a crash never leaves a half-written file under its final name.
+    `state_dict` replaces the model's own (a training run's merged LoRA or gathered FSDP weights).
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().contiguous()
-             .cpu() for k, v in model.state_dict().items() if k != LM_HEAD_KEY}
+             .cpu() for k, v in (model.state_dict() if state_dict is None else state_dict).items()
+             if k != LM_HEAD_KEY}
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
     for k, v in state.items():

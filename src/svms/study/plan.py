@@ -211,7 +211,7 @@ class Plan:
                 if name in self.flags:
                     raise SvmsError(f"[{stage.where}.flags] {name}: also set in [flags]; keep one")
         for arm in self.arms:  # an arm's own flag (svms-no-aux: lambda_aux = 0) must not be overridden
-            for name in ARMS[arm].flags:
+            for name in {n for phase in ARMS[arm].phases for n in ARMS[arm].flags_for(phase)}:
                 for where, flags in [("flags", self.flags)] + [(f"{s.where}.flags", s.flags)
                                                                for s in self.phases.values()]:
                     if name in flags:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -84,6 +85,24 @@ class TrainConfig:
     """steps over which lambda_aux ramps up (default: 10% of the run)"""
     router_temp_decay_steps: int | None = None
     """steps over which the router temperature anneals (default: the whole run)"""
+    optimizer: str = "adamw"
+    """adamw (torch's fused AdamW), adamw-foreach (torch's multi-tensor AdamW, the reference's), adamw8bit or
+    paged-adamw8bit (bitsandbytes' 8-bit AdamW: 2 bytes of state per parameter instead of 8; the `quant` extra;
+    paged needs CUDA)"""
+    lora_rank: int | None = None
+    """train LoRA adapters of this rank (peft) on --lora-targets instead of their full weights; checkpoints hold
+    the merged N1.6 weights plus adapter/ (peft's format)"""
+    lora_alpha: float | None = None
+    """LoRA scale numerator: updates are scaled by alpha / rank (default: the rank, scale 1)"""
+    lora_dropout: float = 0.0
+    """dropout on the LoRA branch's input"""
+    lora_targets: tuple[str, ...] | None = None
+    """what gets adapters: llm (the phase's trained LLM layers: attention + MLP projections), dit (the phase's
+    trained DiT blocks: attention + feed-forward), vision (ViT layers, when the phase trains them), or a regular
+    expression matched against whole module names (default: llm dit)"""
+    fsdp: bool = False
+    """under torchrun, shard parameters, gradients and optimizer state over the processes (torch FSDP2
+    fully_shard) instead of replicating them (DDP); checkpoints are the same single folder"""
     grad_checkpointing: bool = False
     """recompute DiT block activations in the backward pass (measured: no memory gain at the phase batches)"""
     frozen_dtype: str = "bf16"
@@ -112,7 +131,7 @@ class TrainConfig:
             if self.arm not in ARMS:
                 raise SvmsError(f"--arm {self.arm!r}: use one of {', '.join(ARMS)}")
             spec = ARMS[self.arm]
-            svms, flags, overrides = spec.svms, spec.flags, spec.overrides
+            svms, flags, overrides = spec.svms, spec.flags_for(str(self.phase)), spec.overrides
             if self.svms is not None and self.svms != svms:
                 raise SvmsError(f"--arm {self.arm} {'needs' if svms else 'excludes'} SVMS; drop --svms/--no-svms")
             self.svms = svms
@@ -153,7 +172,35 @@ class TrainConfig:
             raise SvmsError(f"--sheaf-schedule {self.sheaf_schedule!r}: use one of {', '.join(SHEAF_MODES)}")
         if self.global_batch_size is not None and self.global_batch_size < 1:
             raise SvmsError(f"--global-batch-size must be >= 1, got {self.global_batch_size}")
+        self._check_memory_options()
         self.model_overrides()  # validate the syntax early
+
+    def _check_memory_options(self) -> None:
+        from svms.train.lora import DEFAULT_TARGETS, check_targets
+        from svms.train.optimizers import EIGHT_BIT, check_optimizer
+
+        check_optimizer(self.optimizer)
+        if self.lora_rank is None:
+            given = [f"--lora-{n}" for n in ("alpha", "targets") if getattr(self, f"lora_{n}") is not None]
+            given += ["--lora-dropout"] if self.lora_dropout else []
+            if given:
+                raise SvmsError(f"{', '.join(given)} without --lora-rank: add --lora-rank R (e.g. 32) to train LoRA "
+                                "adapters, or drop them")
+        else:
+            if self.lora_rank < 1:
+                raise SvmsError(f"--lora-rank must be >= 1 (the adapters' rank, e.g. 32), got {self.lora_rank}")
+            if self.lora_alpha is not None and self.lora_alpha <= 0:
+                raise SvmsError(f"--lora-alpha must be > 0, got {self.lora_alpha}")
+            if not 0 <= self.lora_dropout < 1:
+                raise SvmsError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
+            self.lora_targets = tuple(self.lora_targets or DEFAULT_TARGETS)
+            check_targets(self.lora_targets)
+        if self.fsdp and self.optimizer in EIGHT_BIT:
+            raise SvmsError(f"--fsdp with --optimizer {self.optimizer}: bitsandbytes' 8-bit update does not take "
+                            "FSDP's sharded parameters; use --optimizer adamw with --fsdp, or 8-bit AdamW without it")
+        if self.fsdp and int(os.environ.get("WORLD_SIZE", "1")) < 2:
+            raise SvmsError("--fsdp shards the model over processes, so it needs several: start it with "
+                            "`torchrun --nproc-per-node N -m svms.cli train ... --fsdp` (N >= 2), or drop --fsdp")
 
     def per_process_batch(self, world_size: int) -> int:
         """Micro-batch per process; the global batch must split evenly."""

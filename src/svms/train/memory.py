@@ -15,7 +15,16 @@ Assumptions of the estimate (checked against `measure` on a GPU; expect ±15 % o
     fp32 even when frozen). Forward under bf16 autocast.
   * Gradients fp32 for trainable parameters only. Optimizer: `adamw` 8 B/param, fused (no temporaries);
     `adamw-foreach` the same plus a 4 B/param temporary at the step (torch's multi-tensor AdamW, what
-    HF's `adamw_torch` and so the reference use); `adamw8bit` 2 B/param; `offload` 0 on the GPU.
+    HF's `adamw_torch` and so the reference use); `adamw8bit` 2 B/param; `paged-adamw8bit` counted as
+    `adamw8bit` (its pages can move to CPU memory under pressure, so the GPU peak may be lower);
+    `offload` 0 on the GPU.
+  * LoRA (`lora=(rank, targets)`, `svms.train.lora` resolves the targets on the meta model): an adapted
+    linear's weight is frozen (bf16 with `frozen_dtype="bf16"`, no autocast copy) and gains r·(in + out)
+    trainable fp32 adapter parameters; its stage still saves what a trained stage saves (the adapter needs
+    the linear's input), so activations barely change.
+  * FSDP over N GPUs (`fsdp_gpus=N`): weights, gradients and optimizer state / N, plus the units gathered
+    whole: the root unit (everything outside the LLM layers and DiT blocks, kept gathered through forward
+    and backward) and two block units (the one running and the one prefetched).
   * Activations: only tensors autograd saves for backward. A stage saves nothing unless a gradient
     passes through it (it is trainable, or a trainable stage feeds it): the frozen backbone in front of
     the first trainable module saves nothing; the frozen DiT behind SVMS does ("through": norm inputs,
@@ -59,7 +68,8 @@ CONTEXT_GIB = 0.6
 FRAGMENTATION = 0.05
 SEED_CLAIM_GB = {1: 18, 2: 24, 3: 28}
 PHASE_BATCH = {1: 16, 2: 12, 3: 8}
-OPTIMIZER_BYTES = {"adamw": 8, "adamw-foreach": 8, "adamw8bit": 2, "offload": 0}
+OPTIMIZER_BYTES = {"adamw": 8, "adamw-foreach": 8, "adamw8bit": 2, "paged-adamw8bit": 2, "offload": 0}
+LORA_DEFAULT = (32, ("llm", "dit"))  # what `--gpu-memory` proposes (and the issue's 16 GiB target)
 FOREACH_TEMP_BYTES = 4  # torch's multi-tensor AdamW builds sqrt(v) for every parameter at the step
 IMAGES, TOKENS_PER_IMAGE, TEXT_TOKENS, IMAGE_SIZE = 3, 81, 40, 252
 DEFAULT_SEQ_LEN = IMAGES * TOKENS_PER_IMAGE + TEXT_TOKENS
@@ -72,8 +82,9 @@ class Stage:
     name: str
     params: int
     trainable: int
-    linear_params: int  # params of nn.Linear modules (autocast casts them to bf16)
+    linear_params: int  # params of trainable nn.Linear modules and LoRA adapters (autocast casts them to bf16)
     gathered_per_sample: int  # per-embodiment W elements gathered per sample (W[ids])
+    frozen_linear_params: int = 0  # params of frozen nn.Linear modules (cast too when stored in fp32)
 
 
 @dataclass
@@ -87,6 +98,8 @@ class MemoryEstimate:
     grad_checkpointing: bool
     optimizer: str
     frozen_dtype: str
+    lora: tuple[int, tuple[str, ...]] | None
+    fsdp_gpus: int
     total_params: int
     trainable_params: int
     weights_gib: float
@@ -110,15 +123,33 @@ class MemoryEstimate:
     def fits(self, card_gib: float = CARD_GIB) -> bool:
         return self.total_gib <= card_gib
 
+    def settings(self) -> str:
+        """The `svms train` flags of this estimate's settings (empty for the defaults)."""
+        flags = [f"--optimizer {self.optimizer}"] if self.optimizer != "adamw" else []
+        if self.lora is not None:
+            flags.append(f"--lora-rank {self.lora[0]} --lora-targets {' '.join(self.lora[1])}")
+        if self.grad_checkpointing:
+            flags.append("--grad-checkpointing")
+        if self.frozen_dtype != "bf16":
+            flags.append(f"--frozen-dtype {self.frozen_dtype}")
+        if self.fsdp_gpus > 1:
+            flags.append(f"--fsdp (torchrun --nproc-per-node {self.fsdp_gpus})")
+        return " ".join(flags)
+
 
 @dataclass
 class FitOption:
     label: str
     estimate: MemoryEstimate
+    card_gib: float = CARD_GIB
+    extra_flags: str = ""  # flags beyond the estimate's settings (the gradient accumulation of a micro-batch)
+
+    def flags(self) -> str:
+        return " ".join(x for x in (self.estimate.settings(), self.extra_flags) if x)
 
     @property
     def fits(self) -> bool:
-        return self.estimate.fits()
+        return self.estimate.fits(self.card_gib)
 
 
 # ---- the model's stages per phase -------------------------------------------------------------------
@@ -168,29 +199,49 @@ def _stage_order(model: nn.Module) -> list[str]:
             "timestep"] + [f"dit.{i}" for i in range(n_dit)] + ["dit.out", "decoder"])
 
 
-@functools.lru_cache(maxsize=8)
-def phase_stages(preset: str, phase: int) -> tuple[Stage, ...]:
-    """The model's stages in forward order with their parameter counts and trainability in `phase`."""
+@functools.lru_cache(maxsize=32)
+def phase_stages(preset: str, phase: int, lora: tuple[int, tuple[str, ...]] | None = None) -> tuple[Stage, ...]:
+    """The model's stages in forward order with their parameter counts and trainability in `phase` (with LoRA
+    adapters of `lora = (rank, targets)` on what those targets adapt in that phase)."""
+    from svms.train.lora import resolve_targets
+
     model = _meta_model(preset)
     check_phase(phase)
     apply_phase(model, str(phase))
+    adapted = set()
+    if lora is not None:
+        check_lora(lora)
+        adapted = {n for names in resolve_targets(model, lora[1]).values() for n in names}
     params: dict[str, int] = {}
     trainable: dict[str, int] = {}
     linear: dict[str, int] = {}
+    frozen_linear: dict[str, int] = {}
     gathered: dict[str, int] = {}
+
+    def add(table: dict[str, int], stage: str, n: int) -> None:
+        table[stage] = table.get(stage, 0) + n
+
     for name, p in model.named_parameters():
         stage = _stage_of(name)
-        params[stage] = params.get(stage, 0) + p.numel()
-        trainable[stage] = trainable.get(stage, 0) + (p.numel() if p.requires_grad else 0)
+        add(params, stage, p.numel())
+        add(trainable, stage, p.numel() if p.requires_grad and name.rpartition(".")[0] not in adapted else 0)
     for name, module in model.named_modules():
         if isinstance(module, nn.Linear) and not name.endswith("lm_head"):  # tied, never run
             stage = _stage_of(f"{name}.weight")
-            linear[stage] = linear.get(stage, 0) + sum(p.numel() for p in module.parameters(recurse=False))
+            own = sum(p.numel() for p in module.parameters(recurse=False))
+            if name in adapted:
+                adapter = lora[0] * (module.in_features + module.out_features)
+                add(params, stage, adapter)
+                add(trainable, stage, adapter)
+                add(linear, stage, adapter)
+                add(frozen_linear, stage, own)
+            else:
+                add(linear if module.weight.requires_grad else frozen_linear, stage, own)
         elif type(module).__name__ == "CategorySpecificLinear":
             stage = _stage_of(f"{name}.W")
-            gathered[stage] = gathered.get(stage, 0) + module.W.shape[1] * module.W.shape[2]
-    return tuple(Stage(s, params.get(s, 0), trainable.get(s, 0), linear.get(s, 0), gathered.get(s, 0))
-                 for s in _stage_order(model))
+            add(gathered, stage, module.W.shape[1] * module.W.shape[2])
+    return tuple(Stage(s, params.get(s, 0), trainable.get(s, 0), linear.get(s, 0), gathered.get(s, 0),
+                       frozen_linear.get(s, 0)) for s in _stage_order(model))
 
 
 # ---- bytes saved for backward, per sample ------------------------------------------------------------
@@ -260,8 +311,19 @@ def check_phase(phase: int) -> None:
         raise SvmsError(f"phase {phase!r} is not a fine-tuning phase; use 1, 2 or 3")
 
 
-def check_args(phase: int, batch_size: int, optimizer: str, frozen_dtype: str, seq_len: int) -> None:
+def check_lora(lora: tuple[int, tuple[str, ...]]) -> None:
+    from svms.train.lora import check_targets
+
+    if lora[0] < 1:
+        raise SvmsError(f"--lora-rank must be >= 1, got {lora[0]}")
+    check_targets(tuple(lora[1]))
+
+
+def check_args(phase: int, batch_size: int, optimizer: str, frozen_dtype: str, seq_len: int,
+               fsdp_gpus: int = 1) -> None:
     check_phase(phase)
+    if fsdp_gpus < 1:
+        raise SvmsError(f"--fsdp-gpus {fsdp_gpus} must be >= 1 (1: no sharding)")
     if batch_size < 1:
         raise SvmsError(f"--batch-size {batch_size} must be >= 1")
     if optimizer not in OPTIMIZER_BYTES:
@@ -272,22 +334,35 @@ def check_args(phase: int, batch_size: int, optimizer: str, frozen_dtype: str, s
         raise SvmsError(f"--seq-len {seq_len} must be >= 2 (text and image tokens)")
 
 
+def _is_block(stage: str) -> bool:
+    """An FSDP unit of its own (`svms.train.distributed.shard_model`): an LLM layer or a DiT block."""
+    return stage[:4] in ("llm.", "dit.") and stage not in ("llm.norm", "dit.out")
+
+
 def _frozen_bytes(stage: str, frozen_dtype: str) -> int:
     backbone = stage.startswith(("vision", "embed", "llm"))
     return 2 if frozen_is_bf16("backbone." if backbone else "", frozen_dtype) else 4
 
 
 def estimate(preset: str, phase: int, batch_size: int, grad_checkpointing: bool = False,
-             optimizer: str = "adamw", frozen_dtype: str = "bf16", seq_len: int | None = None) -> MemoryEstimate:
+             optimizer: str = "adamw", frozen_dtype: str = "bf16", seq_len: int | None = None,
+             lora: tuple[int, tuple[str, ...]] | None = None, fsdp_gpus: int = 1) -> MemoryEstimate:
     """Estimated peak memory of one training step of `phase` (see the module docstring)."""
     seq = DEFAULT_SEQ_LEN if seq_len is None else seq_len
-    check_args(phase, batch_size, optimizer, frozen_dtype, seq)
-    stages = phase_stages(preset, phase)
+    check_args(phase, batch_size, optimizer, frozen_dtype, seq, fsdp_gpus)
+    lora = None if lora is None else (int(lora[0]), tuple(lora[1]))
+    stages = phase_stages(preset, phase, lora)
     model = _meta_model(preset)
     dropout = True  # trained DiT blocks run in train mode (dropout on), as svms.train.phases sets them
-    weights = sum(4 * s.trainable + _frozen_bytes(s.name, frozen_dtype) * (s.params - s.trainable) for s in stages)
-    grads = [4 * s.trainable for s in stages]
-    opt = OPTIMIZER_BYTES[optimizer] * sum(s.trainable for s in stages)
+    stage_bytes = [4 * s.trainable + _frozen_bytes(s.name, frozen_dtype) * (s.params - s.trainable) for s in stages]
+    weights = sum(stage_bytes)
+    n = fsdp_gpus
+    if n > 1:  # sharded, plus the units gathered whole at the peak (module docstring)
+        blocks = [b for s, b in zip(stages, stage_bytes, strict=True) if _is_block(s.name)]
+        root = weights - sum(blocks)
+        weights = weights / n + root * (n - 1) / n + 2 * max(blocks) * (n - 1) / n
+    grads = [4 * s.trainable / n for s in stages]
+    opt = OPTIMIZER_BYTES[optimizer] * sum(s.trainable for s in stages) / n
 
     # Which stages a gradient passes through: the backbone chain up to vlln in order; the DiT side also
     # from its own trainable inputs (encoders, timestep encoder). Inputs (pixels, ids) live all step.
@@ -309,7 +384,7 @@ def estimate(preset: str, phase: int, batch_size: int, grad_checkpointing: bool 
         modes.append((mode, ckpt))
         acts.append(0 if mode == "none" else
                     batch_size * _layer_bytes(model, s.name, "ckpt" if ckpt else mode, seq, dropout))
-        fp32_linear = s.linear_params if s.trainable or _frozen_bytes(s.name, frozen_dtype) == 4 else 0
+        fp32_linear = s.linear_params + (s.frozen_linear_params if _frozen_bytes(s.name, frozen_dtype) == 4 else 0)
         copies.append(0 if mode == "none" else
                       2 * s.gathered_per_sample * batch_size + (0 if ckpt else 2 * fp32_linear))
         if s.trainable and ckpt:
@@ -333,7 +408,7 @@ def estimate(preset: str, phase: int, batch_size: int, grad_checkpointing: bool 
         total = base + live_acts + live_copies + live_grads
         if total > best[0]:
             best = (total, f"backward ({stages[k].name})", live_acts, live_copies, live_grads)
-    step_temp = FOREACH_TEMP_BYTES * sum(s.trainable for s in stages) if optimizer == "adamw-foreach" else 0
+    step_temp = FOREACH_TEMP_BYTES * sum(s.trainable for s in stages) / n if optimizer == "adamw-foreach" else 0
     if base + sum(grads) + step_temp > best[0]:
         best = (base + sum(grads) + step_temp, "optimizer step", 0, 0, sum(grads))
     allocated, peak_at, live_acts, live_copies, live_grads = best
@@ -341,7 +416,8 @@ def estimate(preset: str, phase: int, batch_size: int, grad_checkpointing: bool 
     overhead = CONTEXT_GIB * GIB + FRAGMENTATION * allocated
     return MemoryEstimate(
         preset=preset, phase=phase, batch_size=batch_size, seq_len=seq, grad_checkpointing=grad_checkpointing,
-        optimizer=optimizer, frozen_dtype=frozen_dtype, total_params=sum(s.params for s in stages),
+        optimizer=optimizer, frozen_dtype=frozen_dtype, lora=lora, fsdp_gpus=fsdp_gpus,
+        total_params=sum(s.params for s in stages),
         trainable_params=sum(s.trainable for s in stages), weights_gib=weights / GIB,
         gradients_gib=live_grads / GIB, optimizer_gib=opt / GIB, activations_gib=live_acts / GIB,
         weight_copies_gib=live_copies / GIB, overhead_gib=overhead / GIB, total_gib=(allocated + overhead) / GIB,
@@ -352,17 +428,19 @@ def estimate(preset: str, phase: int, batch_size: int, grad_checkpointing: bool 
 # ---- what makes a phase fit ----------------------------------------------------------------------------
 
 
-def fit_options(est: MemoryEstimate, card_gib: float = CARD_GIB) -> list[FitOption]:
-    """Settings that lower `est`, each with its estimate (empty when `est` already fits `card_gib`).
+def fit_options(est: MemoryEstimate, card_gib: float = CARD_GIB, every: bool = False) -> list[FitOption]:
+    """Settings that lower `est`, each with its estimate (empty when `est` already fits `card_gib`, unless
+    `every`: then all of them, for `svms memory --gpu-memory`).
 
-    Tried on top of the current settings: gradient checkpointing, 8-bit AdamW (with and without
-    checkpointing), optimizer offload, frozen weights in bf16, and the largest micro-batch dividing the
-    batch that fits, with gradient accumulation keeping the global batch."""
-    if est.total_gib <= card_gib:
+    Tried on top of the current settings: gradient checkpointing, 8-bit AdamW (plain and paged, with and
+    without checkpointing), LoRA (rank 32 on llm + dit; with 8-bit AdamW), FSDP over 2 and 4 GPUs, optimizer
+    offload, frozen weights in bf16, and the largest micro-batch dividing the batch that fits, with gradient
+    accumulation keeping the global batch."""
+    if est.total_gib <= card_gib and not every:
         return []
     args = dict(preset=est.preset, phase=est.phase, batch_size=est.batch_size,
                 grad_checkpointing=est.grad_checkpointing, optimizer=est.optimizer,
-                frozen_dtype=est.frozen_dtype, seq_len=est.seq_len)
+                frozen_dtype=est.frozen_dtype, seq_len=est.seq_len, lora=est.lora, fsdp_gpus=est.fsdp_gpus)
     tries: list[tuple[str, dict]] = []
     if not est.grad_checkpointing:
         # Measured on an H100 at the phases' default batches, checkpointing raised the peak (activations
@@ -372,22 +450,30 @@ def fit_options(est: MemoryEstimate, card_gib: float = CARD_GIB) -> list[FitOpti
         if est.optimizer == "adamw-foreach":
             tries.append(("fused AdamW", {"optimizer": "adamw"}))
         tries.append(("8-bit AdamW", {"optimizer": "adamw8bit"}))
+        tries.append(("paged 8-bit AdamW", {"optimizer": "paged-adamw8bit"}))
         if not est.grad_checkpointing:
             tries.append(("8-bit AdamW + gradient checkpointing",
                           {"optimizer": "adamw8bit", "grad_checkpointing": True}))
+    if est.lora is None and est.phase != 1:  # phase 1 trains SVMS only: nothing for LoRA to adapt
+        rank, targets = LORA_DEFAULT
+        tries.append((f"LoRA rank {rank} on {' + '.join(targets)}", {"lora": LORA_DEFAULT}))
+        if est.optimizer != "adamw8bit":
+            tries.append((f"LoRA rank {rank} + 8-bit AdamW", {"lora": LORA_DEFAULT, "optimizer": "adamw8bit"}))
+    if est.fsdp_gpus == 1:
+        tries += [(f"FSDP over {n} GPUs", {"fsdp_gpus": n}) for n in (2, 4)]
     if est.optimizer != "offload":
-        tries.append(("optimizer offload to CPU", {"optimizer": "offload"}))
+        tries.append(("optimizer offload to CPU (not in svms train)", {"optimizer": "offload"}))
     if est.frozen_dtype != "bf16":
         tries.append(("frozen weights in bf16", {"frozen_dtype": "bf16"}))
-    options = [FitOption(label, estimate(**{**args, **change})) for label, change in tries]
+    options = [FitOption(label, estimate(**{**args, **change}), card_gib) for label, change in tries]
     for micro in sorted((b for b in range(1, est.batch_size) if est.batch_size % b == 0), reverse=True):
         option = estimate(**{**args, "batch_size": micro})
         if option.total_gib <= card_gib:
             options.append(FitOption(f"micro-batch {micro} x {est.batch_size // micro} accumulation steps",
-                                     option))
+                                     option, card_gib, f"--grad-accumulation {est.batch_size // micro}"))
             break
     return options
 
 
-__all__ = ["CARD_GIB", "DEFAULT_SEQ_LEN", "PHASE_BATCH", "SEED_CLAIM_GB", "FitOption", "MemoryEstimate",
+__all__ = ["CARD_GIB", "DEFAULT_SEQ_LEN", "LORA_DEFAULT", "PHASE_BATCH", "SEED_CLAIM_GB", "FitOption", "MemoryEstimate",
            "estimate", "fit_options", "phase_stages"]

@@ -45,11 +45,17 @@ def sequence_layout(seq_len: int) -> tuple[int, int]:
 
 
 def prepare_model(model: nn.Module, phase: int, frozen_dtype: str = "bf16",
-                  grad_checkpointing: bool = False) -> list[nn.Parameter]:
-    """Set `model` up as `phase` trains it: trainability, dtypes (trainable fp32, frozen per
-    `frozen_dtype`), optional checkpointing of LLM layers and DiT blocks. Returns the trainable params."""
+                  grad_checkpointing: bool = False, lora: tuple[int, tuple[str, ...]] | None = None
+                  ) -> list[nn.Parameter]:
+    """Set `model` up as `phase` trains it: trainability, LoRA adapters (`lora = (rank, targets)`, as
+    `svms train --lora-rank` adds them), dtypes (trainable fp32, frozen per `frozen_dtype`), optional
+    checkpointing of LLM layers and DiT blocks. Returns the trainable params."""
     check_phase(phase)
     apply_phase(model, str(phase))
+    if lora is not None:
+        from svms.train.lora import apply_lora
+
+        apply_lora(model, lora[0], None, 0.0, tuple(lora[1]), str(phase))
     apply_phase_dtypes(model, frozen_dtype)
     if grad_checkpointing:
         from torch.utils.checkpoint import checkpoint
@@ -65,18 +71,11 @@ def training_steps(model: nn.Module, batch: dict, params: list[nn.Parameter], st
                    device_type: str, seconds: list[float] | None = None) -> list[float]:
     """`steps` optimizer steps as the trainer takes them (bf16 autocast, AdamW, clipping); the losses.
     The wall time of each step (synchronised on CUDA) is appended to `seconds` when given."""
-    if optimizer == "adamw8bit":
-        try:
-            import bitsandbytes as bnb
-        except ImportError as err:
-            raise SvmsError("--optimizer adamw8bit needs bitsandbytes: pip install bitsandbytes") from err
-        opt = bnb.optim.AdamW8bit(params, lr=1e-5, weight_decay=1e-5)
-    elif optimizer in ("adamw", "adamw-foreach"):
-        fused = optimizer == "adamw" and device_type == "cuda"
-        opt = torch.optim.AdamW(params, lr=1e-5, weight_decay=1e-5, fused=fused or None,
-                                foreach=optimizer == "adamw-foreach" or None)
-    else:
-        raise SvmsError(f"--measure supports the optimizers adamw, adamw-foreach and adamw8bit, not {optimizer!r}")
+    from svms.train.optimizers import OPTIMIZERS, build_optimizer
+
+    if optimizer not in OPTIMIZERS:
+        raise SvmsError(f"--measure runs the optimizers of svms train ({', '.join(OPTIMIZERS)}), not {optimizer!r}")
+    opt = build_optimizer(optimizer, params, 1e-5, torch.device(device_type), weight_decay=1e-5)
     losses = []
     for _ in range(steps):
         start = time.perf_counter()
@@ -98,11 +97,15 @@ def training_steps(model: nn.Module, batch: dict, params: list[nn.Parameter], st
 
 
 def measure(preset: str, phase: int, batch_size: int, grad_checkpointing: bool = False, optimizer: str = "adamw",
-            frozen_dtype: str = "bf16", seq_len: int | None = None, steps: int = 3) -> MeasuredMemory:
+            frozen_dtype: str = "bf16", seq_len: int | None = None, steps: int = 3,
+            lora: tuple[int, tuple[str, ...]] | None = None, fsdp_gpus: int = 1) -> MeasuredMemory:
     """Build the real model on the GPU (random weights), run `steps` training steps of `phase` and report
     the peak memory (weights included; the CUDA context is not in these numbers)."""
     seq = DEFAULT_SEQ_LEN if seq_len is None else seq_len
-    check_args(phase, batch_size, optimizer, frozen_dtype, seq)
+    check_args(phase, batch_size, optimizer, frozen_dtype, seq, fsdp_gpus)
+    if fsdp_gpus > 1:
+        raise SvmsError("--measure runs on one GPU, so it cannot measure FSDP over several: drop --fsdp-gpus "
+                        "for --measure (the estimate covers it)")
     if not torch.cuda.is_available():
         raise SvmsError("--measure needs a CUDA GPU (none is visible to torch); "
                         "drop --measure for the analytical estimate")
@@ -113,7 +116,7 @@ def measure(preset: str, phase: int, batch_size: int, grad_checkpointing: bool =
     torch.cuda.empty_cache()
     with torch.device("cuda"):
         model = Gr00tN1d6(config, backbone_dtype=torch.bfloat16)
-    params = prepare_model(model, phase, frozen_dtype, grad_checkpointing)
+    params = prepare_model(model, phase, frozen_dtype, grad_checkpointing, lora)
     batch = model.dummy_batch(batch_size, text_tokens=text, n_images=images, image_size=IMAGE_SIZE)
     torch.cuda.synchronize()
     torch.cuda.empty_cache()

@@ -22,7 +22,7 @@ from svms.data.modality import normalize_tag
 from svms.data.processor_files import save_processor
 from svms.errors import SvmsError
 from svms.model import Gr00tN1d6, Gr00tN1d6Config
-from svms.model.checkpoint import UnreadableCheckpointError, read_config
+from svms.model.checkpoint import UnreadableCheckpointError, read_config, read_state_dict
 from svms.train.checkpoints import (
     list_checkpoints,
     newest_checkpoint,
@@ -35,8 +35,27 @@ from svms.train.checkpoints import (
 )
 from svms.train.config import TrainConfig
 from svms.train.data import StepBatchSampler, micro_positions, sample_noise
-from svms.train.distributed import Runtime, setup_runtime, teardown_runtime
+from svms.train.distributed import (
+    Runtime,
+    average_gradients,
+    clip_grad_norm,
+    full_state,
+    load_optimizer_state,
+    setup_runtime,
+    shard_model,
+    teardown_runtime,
+)
+from svms.train.lora import (
+    ADAPTER_DIR,
+    Lora,
+    adapted_modules,
+    apply_lora,
+    load_adapter,
+    merged_state_dict,
+    save_adapter,
+)
 from svms.train.metrics import MetricsLogger, svms_diagnostics, truncate_metrics
+from svms.train.optimizers import build_optimizer
 from svms.train.phases import apply_phase, apply_phase_dtypes, set_train_mode, trainable_summary
 from svms.train.run_folder import (
     MARKER,
@@ -82,15 +101,23 @@ def build_model(cfg: TrainConfig, resume: Path | None) -> tuple[Gr00tN1d6, Path 
     seeded first in every case: fresh SVMS weights on an N1.6 checkpoint and the dropout masks then depend on
     --seed alone, not on what ran before in the process (a resumed run restores its saved RNG state later)."""
     torch.manual_seed(run_seed(cfg))
-    if resume is not None:
+    lora_resume = resume is not None and (resume / ADAPTER_DIR).is_dir()
+    if resume is not None and not lora_resume:
         return Gr00tN1d6.from_pretrained(resume, ignore_svms_weights=cfg.ignore_svms_weights), resume
     if cfg.init is not None:
         source = resolve_init(cfg.init)
         config = model_config(cfg, read_config(source))
         fields = {f.name for f in dataclasses.fields(Gr00tN1d6Config)} - {"extra"}
-        return Gr00tN1d6.from_pretrained(source, overrides={k: getattr(config, k) for k in fields},
-                                         ignore_svms_weights=cfg.ignore_svms_weights), source
-    return Gr00tN1d6(model_config(cfg, Gr00tN1d6Config.preset(cfg.preset))), None
+        model = Gr00tN1d6.from_pretrained(source, overrides={k: getattr(config, k) for k in fields},
+                                          ignore_svms_weights=cfg.ignore_svms_weights)
+    else:
+        model, source = Gr00tN1d6(model_config(cfg, Gr00tN1d6Config.preset(cfg.preset))), None
+    if lora_resume:  # the adapted linears' frozen base as the run built it; every other weight from the checkpoint
+        assert resume is not None
+        skip = {f"{m}.{kind}" for m in adapted_modules(resume) for kind in ("weight", "bias")}
+        model.load_state_dict({k: v for k, v in read_state_dict(resume).items() if k not in skip}, strict=False)
+        return model, resume
+    return model, source
 
 
 def processing_source(cfg: TrainConfig, model: Gr00tN1d6, source: Path | None):
@@ -254,6 +281,8 @@ class Session:
     temp_decay: int
     autocast: Any
     signals: StopSignals
+    lora: Lora | None = None
+    replicated: list[torch.nn.Parameter] = dataclasses.field(default_factory=list)  # FSDP: kept whole, averaged
 
 
 def step_weights(s: Session, step: int) -> StepWeights:
@@ -271,7 +300,10 @@ def forward_backward_step(s: Session, batch: dict[str, Any], step: int, micro: i
     positions = micro_positions(step, micro, rt.rank, rt.world, s.per_process, cfg.grad_accumulation,
                                 cfg.data_offset)
     noise, t = sample_noise(positions, cfg.seed, mc.action_horizon, mc.max_action_dim, s.model.action_head)
-    sync = (s.runner.no_sync() if rt.distributed and micro < cfg.grad_accumulation - 1 else contextlib.nullcontext())
+    last = micro == cfg.grad_accumulation - 1
+    if cfg.fsdp:  # FSDP2: reduce-scatter gradients only after the last micro-batch
+        s.model.set_requires_gradient_sync(last)
+    sync = (s.runner.no_sync() if rt.distributed and not cfg.fsdp and not last else contextlib.nullcontext())
     with sync:
         with s.autocast:
             out = s.runner(batch, noise=noise.to(rt.device), t=t.to(rt.device))
@@ -313,7 +345,9 @@ def train_step(s: Session, loader, step: int) -> tuple[dict[str, Any], bool]:
         if out.svms is not None and rt.main and micro == 0:
             diagnostics = svms_diagnostics(out.svms, batch["input_ids"] == model.backbone.image_token_index,
                                            batch["attention_mask"].bool(), model.svms.config.stream_names)
-    grad_norm = torch.nn.utils.clip_grad_norm_(s.params, cfg.max_grad_norm)
+    if s.replicated:  # under FSDP: the parameters it cannot shard
+        average_gradients(s.replicated, rt.world)
+    grad_norm = clip_grad_norm(s.params, cfg.max_grad_norm)
     sums[STOP] = float(s.signals.received is not None)
     sums = rt.mean(sums.to(rt.device)).cpu()  # NCCL reduces device tensors only
     means = dict(zip(LOSS_TERMS, sums.tolist(), strict=False))
@@ -338,13 +372,19 @@ def train_step(s: Session, loader, step: int) -> tuple[dict[str, Any], bool]:
 
 def save_checkpoint(s: Session, step: int, rng: dict[str, Any] | None = None) -> Path:
     """`RUN/checkpoint-<step>`: the model folder, the processor files and the training state (main process
-    writes, every process waits for it); `rng` is the RNG state to record when not the current one."""
+    writes, every process waits for it); `rng` is the RNG state to record when not the current one. Under
+    FSDP the shards are gathered first (every process takes part) into one standard checkpoint; with LoRA
+    its weights are merged and the adapter is saved beside them (`svms.train.lora`)."""
+    weights, optimizer_state = full_state(s.model, s.optimizer, s.cfg.fsdp)
+
     def write_model(folder: Path) -> None:
-        s.model.save_pretrained(folder)
+        s.model.save_pretrained(folder, state_dict=merged_state_dict(weights, s.lora.scaling) if s.lora else weights)
+        if s.lora is not None:
+            save_adapter(s.lora, weights, folder)
         if s.processor is not None:
             save_processor(s.processor, folder)
 
-    state = {"step": step, "optimizer": s.optimizer.state_dict(), "sheaf_schedule": s.sheaf.state_dict(),
+    state = {"step": step, "optimizer": optimizer_state, "sheaf_schedule": s.sheaf.state_dict(),
              "rng": rng_state(s.svms_gen) if rng is None else rng}
     path = s.cfg.out / f"checkpoint-{step}"
     if s.runtime.main:
@@ -386,10 +426,21 @@ def _train(cfg: TrainConfig, runtime: Runtime, signals: StopSignals, saved: dict
     if dataset is None:
         dataset, collate_fn, processor = build_dataset(cfg, model, source)
     apply_phase(model, cfg.phase)
+    lora = None
+    if cfg.lora_rank is not None:
+        assert cfg.lora_targets is not None
+        lora = apply_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets, cfg.phase)
+        if lora is not None and resume is not None:
+            load_adapter(model, resume)
+        if runtime.main:
+            print(lora.summary() if lora is not None else
+                  f"LoRA: phase {cfg.phase} trains none of the layers of {' '.join(cfg.lora_targets)}; it trains "
+                  "as without LoRA", file=sys.stderr, flush=True)
     if runtime.device.type == "cuda":  # bf16 autocast there: frozen weights need not be fp32
         apply_phase_dtypes(model, cfg.frozen_dtype)
     model.action_head.model.gradient_checkpointing = cfg.grad_checkpointing
     model.to(runtime.device)
+    replicated = shard_model(model) if cfg.fsdp else []
     mc = model.config
     warmup = math.ceil(cfg.warmup_ratio * cfg.max_steps)
     sheaf = SheafSchedule(cfg.sheaf_schedule or mc.sheaf_schedule_mode,
@@ -401,17 +452,14 @@ def _train(cfg: TrainConfig, runtime: Runtime, signals: StopSignals, saved: dict
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise SvmsError(f"phase {cfg.phase} leaves no parameter trainable for this model")
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.learning_rate,
-                                  # fused on CPU too: one pass over each tensor instead of ~10, which on a
-                                  # 2-core machine made the tiny model's optimizer step cost as much as its
-                                  # backward pass (measured 0.13 s -> 0.03 s per step)
-                                  fused=runtime.device.type in ("cuda", "cpu"))
+    optimizer = build_optimizer(cfg.optimizer, param_groups(model, cfg.weight_decay), cfg.learning_rate,
+                                runtime.device)
     svms_gen = model.svms.dropout_generator(runtime.device) if model.svms is not None else None
 
     start_step = 0
     if state is not None:
         start_step = state["step"]
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(model, optimizer, state["optimizer"], cfg.fsdp)
         sheaf.load_state_dict(state["sheaf_schedule"])
         restore_rng(state["rng"], svms_gen)
     if start_step >= cfg.max_steps:  # nothing to train: the run folder stays exactly as it is
@@ -423,6 +471,9 @@ def _train(cfg: TrainConfig, runtime: Runtime, signals: StopSignals, saved: dict
         cfg.resolved = {"model_config": mc.to_dict(), "init_from": None if source is None else str(source),
                         "world_size": runtime.world, "per_process_batch": per_process,
                         "trainable_parameters": trainable_summary(model)}
+        if lora is not None:
+            cfg.resolved["lora"] = {"modules": len(lora.modules), "trainable": lora.trainable,
+                                    "trainable_without_lora": lora.full_trainable}
         record = {**cfg.to_dict(), MARKER: record[MARKER]}
         history = list(((saved or {}).get(MARKER) or {}).get("history", [])) if start_step else []
         change = history_entry(saved, record, start_step) if saved is not None and start_step else None
@@ -431,7 +482,8 @@ def _train(cfg: TrainConfig, runtime: Runtime, signals: StopSignals, saved: dict
         truncate_metrics(cfg.out, start_step)
     logger = MetricsLogger(cfg.out, runtime.main, cfg.tensorboard, cfg.wandb, cfg.max_steps, start_step,
                            cfg.to_dict())
-    runner = (DistributedDataParallel(model, find_unused_parameters=True) if runtime.distributed else model)
+    runner = (DistributedDataParallel(model, find_unused_parameters=True) if runtime.distributed and not cfg.fsdp
+              else model)
     signals.ignore_in_children()  # spawned data workers leave stopping to this process
     sampler = StepBatchSampler(len(dataset), cfg.seed, start_step, cfg.max_steps, runtime.rank, runtime.world,
                                per_process, cfg.grad_accumulation, cfg.data_offset)
@@ -445,7 +497,7 @@ def _train(cfg: TrainConfig, runtime: Runtime, signals: StopSignals, saved: dict
                 else contextlib.nullcontext())
     signals.restore_handlers()
     s = Session(cfg, runtime, model, runner, optimizer, params, sheaf, svms_gen, processor, per_process, warmup,
-                aux_warmup, temp_decay, autocast, signals)
+                aux_warmup, temp_decay, autocast, signals, lora, replicated)
 
     last = resume
     set_train_mode(model, cfg.phase)
