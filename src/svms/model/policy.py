@@ -102,13 +102,16 @@ class Gr00tN1d6(nn.Module):
             out["pixel_values"] = pixels.to(vision_dtype)
         return out
 
-    def encode(self, batch: dict[str, Any]) -> tuple[BackboneOutput, torch.Tensor, SheafStreamsOutput | None]:
-        """Backbone features, then SVMS when enabled: (backbone output, features for the head, svms out)."""
+    def encode(self, batch: dict[str, Any], losses: bool = True
+               ) -> tuple[BackboneOutput, torch.Tensor, SheafStreamsOutput | None]:
+        """Backbone features, then SVMS when enabled: (backbone output, features for the head, svms out).
+        `losses=False` (inference) skips SVMS's losses and diagnostics; the features are the same."""
         out = self.backbone(batch["input_ids"], batch["attention_mask"], batch.get("pixel_values"))
         features = out.backbone_features
         svms_out = None
         if self.svms is not None:
-            svms_out = self.svms(features, out.backbone_attention_mask, batch.get("aux_labels"))
+            svms_out = self.svms(features, out.backbone_attention_mask, batch.get("aux_labels") if losses else None,
+                                 losses=losses)
             features = svms_out.features
         return out, features, svms_out
 
@@ -134,7 +137,7 @@ class Gr00tN1d6(nn.Module):
         """
         self._check_batch(batch, REQUIRED_KEYS)
         batch = self._cast_inputs(batch)
-        out, features, _ = self.encode(batch)
+        out, features, _ = self.encode(batch, losses=False)
         pred = self.action_head.get_action(features, out.backbone_attention_mask, out.image_mask,
                                            batch["state"], batch["embodiment_id"],
                                            initial_noise=initial_noise, generator=generator,

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from svms.model.action_head.dit import AlternateVLDiT, DiT
-from svms.model.action_head.embodiment import CategorySpecificMLP, MultiEmbodimentActionEncoder
+from svms.model.action_head.dit import AlternateVLDiT, DenoisingCache, DiT
+from svms.model.action_head.embodiment import CategorySpecificMLP, MultiEmbodimentActionEncoder, bucket_sinusoid
 from svms.model.config import Gr00tN1d6Config
 
 
@@ -34,9 +34,13 @@ class ActionHeadOutput:
     t_discretized: torch.Tensor  # (B,) int64 bucket
 
 
-def inference_buckets(num_steps: int, num_buckets: int) -> torch.Tensor:
-    """The Euler sampler's buckets int(k/N · num_buckets), k = 0..N−1: [0, 250, 500, 750] for N = 4."""
-    return torch.tensor([int(k / num_steps * num_buckets) for k in range(num_steps)], dtype=torch.long)
+def inference_buckets(num_steps: int, num_buckets: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """The Euler sampler's buckets int(k/N · num_buckets), k = 0..N−1: [0, 250, 500, 750] for N = 4.
+
+    Computed on `device` in float64, the same IEEE arithmetic as Python's, so nothing is copied from the host.
+    """
+    k = torch.arange(num_steps, dtype=torch.float64, device=device)
+    return (k / num_steps * num_buckets).long()
 
 
 def sample_beta(shape: tuple[int, ...], alpha: float, beta: float, generator: torch.Generator | None,
@@ -176,10 +180,13 @@ class Gr00tActionHead(nn.Module):
     def get_action(self, backbone_features: torch.Tensor, backbone_attention_mask: torch.Tensor,
                    image_mask: torch.Tensor, state: torch.Tensor, embodiment_id: torch.Tensor, *,
                    initial_noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                   num_steps: int | None = None) -> torch.Tensor:
+                   num_steps: int | None = None, cached: bool = True) -> torch.Tensor:
         """Euler integration from noise to a normalised, padded action chunk (B, H, max_action_dim).
 
-        No state dropout or noise here; vl and the state token are computed once for all steps.
+        No state dropout or noise here. vl and the state token are computed once for all steps; with `cached`
+        (default) so are the time embeddings and AdaLN modulations of every step, the cross-attention keys
+        and values and the key masks (`DiT.prepare_denoising`); `cached=False` runs `predict_velocity` per
+        step, the training path's computation, which the cached one equals up to float rounding.
         """
         c = self.config
         num_steps = c.num_inference_timesteps if num_steps is None else num_steps
@@ -191,9 +198,26 @@ class Gr00tActionHead(nn.Module):
             x = torch.randn((b, c.action_horizon, c.max_action_dim), generator=generator, device=vl.device,
                             dtype=vl.dtype)
         dt = 1.0 / num_steps
-        for bucket in inference_buckets(num_steps, c.num_timestep_buckets).tolist():
-            buckets = torch.full((b,), bucket, dtype=torch.long, device=x.device)
-            v = self.predict_velocity(vl, backbone_attention_mask, image_mask, state_features, x, buckets,
-                                      embodiment_id)
-            x = x + dt * v
+        buckets = inference_buckets(num_steps, c.num_timestep_buckets, x.device)  # (steps,)
+        if not cached:
+            for step in range(num_steps):
+                v = self.predict_velocity(vl, backbone_attention_mask, image_mask, state_features, x,
+                                          buckets[step].expand(b), embodiment_id)
+                x = x + dt * v
+            return x
+        cache = self.model.prepare_denoising(vl, buckets, backbone_attention_mask, image_mask)
+        time_features = bucket_sinusoid(buckets, self.action_encoder.hidden_dim).to(vl.dtype)  # (steps, D)
+        for step in range(num_steps):
+            x = x + dt * self.velocity_step(x, state_features, embodiment_id, cache, step, time_features[step])
         return x
+
+    def velocity_step(self, noisy_actions: torch.Tensor, state_features: torch.Tensor, embodiment_id: torch.Tensor,
+                      cache: DenoisingCache, step: int, time_features: torch.Tensor) -> torch.Tensor:
+        """`predict_velocity` at denoising step `step`, from what `prepare_denoising` computed once."""
+        horizon = noisy_actions.shape[1]
+        a = self.action_encoder(noisy_actions, None, embodiment_id, time_features)  # (B, H, D)
+        if self.config.add_pos_embed:
+            a = a + self.position_embedding.weight[:horizon].unsqueeze(0)
+        tokens = torch.cat([state_features, a], dim=1)
+        y = self.model.forward_step(tokens, cache, step)
+        return self.action_decoder(y, embodiment_id)[:, -horizon:]
