@@ -144,6 +144,17 @@ class Gr00tN1d6(nn.Module):
                                            num_steps=num_steps)
         return {"action_pred": pred.float()}
 
+    def compile_inference(self, cuda_graphs: bool | None = None) -> Gr00tN1d6:
+        """Make `get_action` run compiled: `torch.compile` of the ViT encoder, the LLM and the denoising loop
+        (`Gr00tActionHead.compile_denoising`; with `cuda_graphs`, default on CUDA, one CUDA graph per input shape,
+        captured again when the shape changes). Compilation happens at the first call of each shape; the
+        results equal eager ones up to float rounding. Training keeps its eager path. Returns the model."""
+        vision = self.backbone.model.vision_model.vision_model
+        vision.encoder.compile()
+        self.backbone.model.language_model.model.compile()
+        self.action_head.compile_denoising(cuda_graphs)
+        return self
+
     # ---- helpers -----------------------------------------------------------------------------------
 
     def image_tokens(self, height: int, width: int) -> int:

@@ -191,24 +191,53 @@ class Gr00tActionHead(nn.Module):
         c = self.config
         num_steps = c.num_inference_timesteps if num_steps is None else num_steps
         vl = self.vlln(backbone_features)
-        state_features = self.encode_state(state, embodiment_id)
-        b = backbone_features.shape[0]
         x = initial_noise
         if x is None:
-            x = torch.randn((b, c.action_horizon, c.max_action_dim), generator=generator, device=vl.device,
+            x = torch.randn((vl.shape[0], c.action_horizon, c.max_action_dim), generator=generator, device=vl.device,
                             dtype=vl.dtype)
+        args = (vl, backbone_attention_mask, image_mask, state, embodiment_id, x, num_steps)
+        if not cached:
+            return self.denoise_per_step(*args)
+        compiled = self.__dict__.get("_compiled_denoise")
+        # a CUDA graph's output lives in memory its next replay overwrites: the caller gets a copy
+        return self.denoise(*args) if compiled is None else compiled(*args).clone()
+
+    def compile_denoising(self, cuda_graphs: bool | None = None) -> None:
+        """Run `denoise` through `torch.compile` from now on; with `cuda_graphs` (default: on CUDA) in the
+        "reduce-overhead" mode, which captures one CUDA graph per input shape (batch, VL tokens) and captures
+        again when a shape changes. The noise is drawn outside the compiled function, from the same generator."""
+        device = next(self.parameters()).device
+        cuda_graphs = device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        self.__dict__["_compiled_denoise"] = torch.compile(self.denoise,
+                                                           mode="reduce-overhead" if cuda_graphs else None)
+
+    def denoise(self, vl: torch.Tensor, backbone_attention_mask: torch.Tensor,
+                image_mask: torch.Tensor, state: torch.Tensor, embodiment_id: torch.Tensor, x: torch.Tensor,
+                num_steps: int) -> torch.Tensor:
+        """The Euler loop from noise `x` on VL features after vlln, with the step-independent parts computed once
+        (`prepare_denoising`)."""
+        c = self.config
+        state_features = self.encode_state(state, embodiment_id)
         dt = 1.0 / num_steps
         buckets = inference_buckets(num_steps, c.num_timestep_buckets, x.device)  # (steps,)
-        if not cached:
-            for step in range(num_steps):
-                v = self.predict_velocity(vl, backbone_attention_mask, image_mask, state_features, x,
-                                          buckets[step].expand(b), embodiment_id)
-                x = x + dt * v
-            return x
         cache = self.model.prepare_denoising(vl, buckets, backbone_attention_mask, image_mask)
         time_features = bucket_sinusoid(buckets, self.action_encoder.hidden_dim).to(vl.dtype)  # (steps, D)
         for step in range(num_steps):
             x = x + dt * self.velocity_step(x, state_features, embodiment_id, cache, step, time_features[step])
+        return x
+
+    def denoise_per_step(self, vl: torch.Tensor, backbone_attention_mask: torch.Tensor,
+                         image_mask: torch.Tensor, state: torch.Tensor, embodiment_id: torch.Tensor, x: torch.Tensor,
+                         num_steps: int) -> torch.Tensor:
+        """The Euler loop with `predict_velocity`, the training path's computation, at every step."""
+        c = self.config
+        state_features = self.encode_state(state, embodiment_id)
+        dt = 1.0 / num_steps
+        buckets = inference_buckets(num_steps, c.num_timestep_buckets, x.device)  # (steps,)
+        for step in range(num_steps):
+            v = self.predict_velocity(vl, backbone_attention_mask, image_mask, state_features, x,
+                                      buckets[step].expand(x.shape[0]), embodiment_id)
+            x = x + dt * v
         return x
 
     def velocity_step(self, noisy_actions: torch.Tensor, state_features: torch.Tensor, embodiment_id: torch.Tensor,
