@@ -10,7 +10,8 @@ a kernel unless it is a view or an allocation; a sync op is one that makes a GPU
 `repeat_interleave` without a size, `unique`); a host→device copy is a tensor made from Python data
 during the call (`torch.tensor(...)`), which an accelerator must upload. The counts do not depend on the
 widths, so narrow widths count what the 3B model launches. The training step (fp32, as `svms train` runs on
-CPU) counts forward, backward and the fused AdamW step of the phase-3 trainable set.
+CPU) counts forward, backward, gradient clipping and the fused AdamW step of the phase-3 trainable set, with
+noise and time drawn on the host beforehand as the trainer does.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def _hook_labels(model: Gr00tN1d6, counter: OpCounter) -> list[Any]:
     methods += [(block, "forward_cached", "DiT cross block" if dit.is_cross_block(i) else "DiT self block")
                 for i, block in enumerate(dit.transformer_blocks)]
     for obj, attr, name in methods:
-        handles.append(_MethodLabel(counter, obj, attr, name))
+        if hasattr(obj, attr):  # (absent in versions before issue 18, which the script can also count)
+            handles.append(_MethodLabel(counter, obj, attr, name))
     return handles
 
 
@@ -162,6 +164,7 @@ def count_get_action(use_svms: bool) -> OpCounter:
 
 
 def count_train_step(use_svms: bool) -> OpCounter:
+    from svms.train.data import sample_noise
     from svms.train.phases import apply_phase
 
     model = build(use_svms)
@@ -171,10 +174,12 @@ def count_train_step(use_svms: bool) -> OpCounter:
     batch["attention_mask"] = torch.ones_like(batch["attention_mask"])
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5, fused=True)
-    gen = torch.Generator().manual_seed(0)
+    c = model.config
+    # the trainer draws noise and time per sample position on the host (svms.train.data.sample_noise)
+    noise, t = sample_noise([0], 0, c.action_horizon, c.max_action_dim, model.action_head)
 
     def step() -> None:
-        out = model(batch, generator=gen)
+        out = model(batch, noise=noise, t=t)
         loss = out.loss
         if out.svms is not None:
             loss = loss + out.svms.sheaf_loss + out.svms.balance_loss + out.svms.aux_loss

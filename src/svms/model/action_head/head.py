@@ -47,7 +47,8 @@ def sample_beta(shape: tuple[int, ...], alpha: float, beta: float, generator: to
                 device: torch.device) -> torch.Tensor:
     """Beta(alpha, beta) samples; with a generator, drawn in a forked CPU RNG seeded from it (torch's Beta
     sampler takes no generator)."""
-    dist = torch.distributions.Beta(torch.tensor(float(alpha)), torch.tensor(float(beta)))
+    # validate_args=False: the parameters are checked config values, and checking them reads tensors back
+    dist = torch.distributions.Beta(torch.tensor(float(alpha)), torch.tensor(float(beta)), validate_args=False)
     if generator is None:
         return dist.sample(shape).to(device)
     seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
