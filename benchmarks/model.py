@@ -1,12 +1,16 @@
 """GR00T N1.6 with and without SVMS: parameter counts, CPU step and get_action times, CUDA memory.
 
-Run: .venv/bin/python benchmarks/model.py [--repeats 3] [--skip-mid]
+Run: .venv/bin/python benchmarks/model.py [--repeats 3] [--skip-mid] [--latency-preset tiny]
 1. Parameter counts per submodule of `n1d6-3b` (meta device, no memory) against the reference
    manifest, and the SVMS overhead in %.
 2. CPU forward+backward and get_action time for `tiny` and a mid-size config, baseline vs SVMS in
    the same run (ratio).
 3. On CUDA (when available): `n1d6-3b` random-init, bf16 autocast training step at batch 8 (peak
-   memory) and bf16 get_action latency (the reference's H100 eager figure: 77 ms end to end).
+   memory), then `get_action` latency like NVIDIA's: one GR1 observation (one 256² camera, batch 1,
+   unpadded) under `inference_mode`, bf16, eager and compiled (`compile_inference`: torch.compile + CUDA
+   graphs), as data processing + backbone + action head medians and the end-to-end median, beside NVIDIA's
+   published H100 figures (77 ms eager: data 4 + backbone 23 + action head 49; 38 ms with torch.compile).
+   `--latency-preset tiny` runs the same latency table on CPU at tiny size (a check of the code path).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from svms.model import Gr00tN1d6, Gr00tN1d6Config
@@ -148,9 +153,89 @@ def cuda_table(batch_size: int) -> None:
 
         latency = median_time(act, 10)
         print(f"  {arm:<9} train step batch {batch_size}: peak {peak:6.1f} GiB   "
-              f"get_action (batch 1, 4 steps): {1000 * latency:6.1f} ms")
+              f"get_action (padded dummy batch 1, 4 steps): {1000 * latency:6.1f} ms")
         del model, batch, one, act  # act's defaults hold the model
         torch.cuda.empty_cache()
+
+
+NVIDIA_H100_MS = {"data": 4.0, "backbone": 23.0, "action head": 49.0, "total": 77.0, "compiled total": 38.0}
+RELEASE_PROCESSOR = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "real_checkpoint"
+
+
+def latency_policy(preset: str, device: torch.device, use_svms: bool):
+    """A random-init model of `preset` (release padded sizes) with the release's processor, for GR1."""
+    from svms.data.processor_files import load_processor
+    from svms.policy import Gr00tPolicy
+
+    config = Gr00tN1d6Config.preset(preset)
+    release = Gr00tN1d6Config.preset("n1d6-3b")
+    config = dataclasses.replace(config, use_sheaf_streams=use_svms, max_state_dim=release.max_state_dim,
+                                 max_action_dim=release.max_action_dim, action_horizon=release.action_horizon)
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = Gr00tN1d6(config, backbone_dtype=torch.bfloat16 if device.type == "cuda" else torch.float32)
+    if device.type == "cuda":
+        model = model.to(torch.bfloat16)
+    return Gr00tPolicy(model, load_processor(RELEASE_PROCESSOR), "gr1", seed=0)
+
+
+def gr1_observation(policy) -> dict:
+    config = policy.get_modality_config()
+    normalizer = policy.processor.normalizer(policy.tag)
+    edge = policy.processor.settings.shortest_image_edge
+    rng = np.random.default_rng(0)
+    return {
+        "video": {k: rng.integers(0, 256, (1, 1, edge, edge, 3), dtype=np.uint8) for k in config.video.modality_keys},
+        "state": {lay.key: rng.standard_normal((1, 1, lay.raw_dim)).astype(np.float32)
+                  for lay in normalizer.state_layout},
+        "language": {policy.language_key: [["pick up the apple and place it on the plate"]]},
+    }
+
+
+def latency_table(preset: str, device: torch.device, repeats: int) -> None:
+    """Data processing, backbone, action head and end-to-end medians of `get_action`, eager and compiled."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    where = torch.cuda.get_device_name() if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"get_action latency, {preset}, {where}, batch 1 unpadded (GR1: one camera), 4 steps, inference_mode; "
+          f"NVIDIA H100: {NVIDIA_H100_MS['total']:.0f} ms eager, {NVIDIA_H100_MS['compiled total']:.0f} ms compiled")
+    print(f"  {'arm':<9} {'mode':<9} {'data ms':>8} {'backbone':>9} {'head':>7} {'sum':>7} {'end-to-end':>11}")
+    print(f"  {'NVIDIA':<9} {'eager':<9} {NVIDIA_H100_MS['data']:>8.1f} {NVIDIA_H100_MS['backbone']:>9.1f} "
+          f"{NVIDIA_H100_MS['action head']:>7.1f} {NVIDIA_H100_MS['total']:>7.1f} {'':>11}")
+    for arm in ("baseline", "svms"):
+        policy = latency_policy(preset, device, arm == "svms")
+        model = policy.model
+        observation = gr1_observation(policy)
+        for mode in ("eager", "compiled"):
+            if mode == "compiled":
+                model.compile_inference()
+            with torch.inference_mode():
+                batch, _ = policy.prepare(observation)
+                cast = model._cast_inputs(batch)
+                out, features, _ = model.encode(cast, losses=False)
+
+                def data(policy=policy, observation=observation) -> None:
+                    policy.prepare(observation)
+                    sync()
+
+                def backbone(model=model, cast=cast) -> None:
+                    model.encode(cast, losses=False)
+                    sync()
+
+                def head(model=model, out=out, features=features, cast=cast, gen=policy.generator) -> None:
+                    model.action_head.get_action(features, out.backbone_attention_mask, out.image_mask,
+                                                 cast["state"], cast["embodiment_id"], generator=gen)
+                    sync()
+
+                def whole(policy=policy, observation=observation) -> None:
+                    policy.get_action(observation)
+                    sync()
+
+                times = [median_time(fn, repeats) * 1000 for fn in (data, backbone, head, whole)]
+            print(f"  {arm:<9} {mode:<9} {times[0]:>8.1f} {times[1]:>9.1f} {times[2]:>7.1f} {sum(times[:3]):>7.1f} "
+                  f"{times[3]:>11.1f}")
+        del policy, model
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 def main() -> None:
@@ -158,10 +243,17 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--skip-mid", action="store_true", help="only the tiny config on CPU")
     ap.add_argument("--cuda-batch", type=int, default=8)
+    ap.add_argument("--latency-preset", default=None,
+                    help="run the latency table on CPU at this preset (tiny); on CUDA it runs at n1d6-3b")
     args = ap.parse_args()
+    if args.latency_preset is not None:
+        latency_table(args.latency_preset, torch.device("cpu"), args.repeats)
+        return
     parameter_table()
     cpu_table(args.repeats, args.skip_mid)
     cuda_table(args.cuda_batch)
+    if torch.cuda.is_available():
+        latency_table("n1d6-3b", torch.device("cuda"), 20)
 
 
 if __name__ == "__main__":

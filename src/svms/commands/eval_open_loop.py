@@ -45,6 +45,9 @@ class EvalOpenLoop:
     seed: int = 0
     """seed of the sampler's noise (results reproduce)"""
     device: str = "auto"
+    compile: bool = False
+    """run the checkpoint's model compiled (torch.compile; CUDA graphs on CUDA): the first query of each
+    input shape compiles, the rest run faster"""
     plots: int = 3
     """episodes to plot"""
 
@@ -70,7 +73,7 @@ class EvalOpenLoop:
                               episodes=None if self.episodes is None else list(self.episodes), split=self.split,
                               steps=self.steps, action_horizon=self.action_horizon,
                               embodiment_tag=self.embodiment_tag, seed=self.seed, device=self.device,
-                              plots=self.plots, progress=progress)
+                              plots=self.plots, progress=progress, compile=self.compile)
         for w in dict.fromkeys(str(w.message) for w in caught):
             print(f"warning: {w}", file=sys.stderr)
         chosen = (f"--episodes {' '.join(map(str, m['requested_episodes']))}" if m.get("requested_episodes") is not None

@@ -38,6 +38,9 @@ class Serve:
     """auto, cpu or cuda (the 3B model needs cuda)"""
     denoising_steps: int | None = None
     """Euler steps of the action head (default: the checkpoint's)"""
+    compile: bool = False
+    """run the model compiled (torch.compile; CUDA graphs on CUDA): the warm-up query compiles, and a query of
+    a new shape (batch, prompt length) compiles again"""
     wire: Literal["auto", "npsave", "msgpack-numpy"] = "auto"
     """array encoding: auto (answer each request in its own), npsave (N1.6 era) or msgpack-numpy (current
     era); a fixed one refuses the other era's requests with an error naming both"""
@@ -79,7 +82,8 @@ class Serve:
             self._check_fits_cpu(folder)
         logging.getLogger("svms.serve").info("loading %s", folder)
         policy = Gr00tPolicy.from_checkpoint(folder, self.embodiment_tag, device=self.device,
-                                             denoising_steps=self.denoising_steps, seed=self.seed)
+                                             denoising_steps=self.denoising_steps, seed=self.seed,
+                                             compile=self.compile)
         warm_up(policy)
         server = PolicyServer(policy, sim_wrapper=self.sim_wrapper, api_token=self.api_token, wire=self.wire,
                               seed=self.seed, limits=limits)

@@ -96,8 +96,10 @@ def check_action_head_fixture(folder: Path) -> list[CompatRow]:
     ours.update({name: calls[0] for name, calls in rec.outputs.items()})
     rows = _compare_all(f"{folder.name}:forward", ours, io, FORWARD_OUTPUTS)
 
-    buckets_used: list[torch.Tensor] = []  # the bucket each DiT call received (3rd positional argument)
-    pre = head.model.register_forward_pre_hook(lambda _m, args: buckets_used.append(args[2][0].clone()))
+    # The denoising loop embeds the buckets of all its steps at once (`DiT.prepare_denoising`): (steps,).
+    buckets_used: list[torch.Tensor] = []
+    pre = head.model.timestep_encoder.register_forward_pre_hook(
+        lambda _m, args: buckets_used.append(args[0].clone()))
     try:
         with _Recorder({"decoder": head.action_decoder}) as rec:
             action_pred = head.get_action(*backbone, initial_noise=io["init_noise"])
@@ -107,6 +109,6 @@ def check_action_head_fixture(folder: Path) -> list[CompatRow]:
     ours = {
         "action_pred": action_pred,
         "inference_step_velocities": torch.stack([y[:, -horizon:] for y in rec.outputs["decoder"]]),
-        "inference_timesteps": torch.stack(buckets_used),
+        "inference_timesteps": buckets_used[0],
     }
     return rows + _compare_all(f"{folder.name}:get_action", ours, io, GET_ACTION_OUTPUTS)

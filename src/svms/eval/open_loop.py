@@ -273,10 +273,11 @@ def run_open_loop(checkpoint: Path | None, dataset_dir: Path, out: Path, *, serv
                   episodes: list[int] | None = None,
                   split: str = "heldout", steps: int = 200, action_horizon: int | None = None,
                   embodiment_tag: str | None = None, seed: int = 0, device: str = "auto", plots: int = 3,
-                  progress=None) -> dict[str, Any]:
+                  progress=None, compile: bool = False) -> dict[str, Any]:
     """Evaluate a checkpoint (or a policy server at `server` = HOST:PORT, reached by a `PolicyClient` with
     `wire`, `sim_wrapper` and `api_token`) on a dataset's episodes: `episodes`,
-    else the `split` of meta/info.json ("all": every episode); writes OUT/metrics.json and OUT/figures/*.png."""
+    else the `split` of meta/info.json ("all": every episode); writes OUT/metrics.json and OUT/figures/*.png.
+    `compile` runs a checkpoint's model compiled (`Gr00tPolicy(compile=True)`)."""
     from svms.data.lerobot.meta import load_meta, split_episodes
     from svms.data.lerobot.reader import Gr00tLeRobotDataset
     from svms.eval.plots_open_loop import plot_residuals, plot_router_heatmap, plot_trajectory
@@ -296,7 +297,7 @@ def run_open_loop(checkpoint: Path | None, dataset_dir: Path, out: Path, *, serv
         folder, processor, tag = checkpoint_processor(checkpoint, embodiment_tag)
         statistics, settings = processor.statistics[tag], processor.settings
         check_dataset_fits(processor.config(tag), tag, statistics, meta, f"checkpoint {folder}")
-        policy = Gr00tPolicy.from_checkpoint(folder, tag, device=device, seed=seed)
+        policy = Gr00tPolicy.from_checkpoint(folder, tag, device=device, seed=seed, compile=compile)
     config = policy.get_modality_config()
     used_split = "episodes" if episodes is not None else split
     horizon = config.action_horizon

@@ -103,13 +103,16 @@ class Gr00tN1d6(nn.Module):
             out["pixel_values"] = pixels.to(vision_dtype)
         return out
 
-    def encode(self, batch: dict[str, Any]) -> tuple[BackboneOutput, torch.Tensor, SheafStreamsOutput | None]:
-        """Backbone features, then SVMS when enabled: (backbone output, features for the head, svms out)."""
+    def encode(self, batch: dict[str, Any], losses: bool = True
+               ) -> tuple[BackboneOutput, torch.Tensor, SheafStreamsOutput | None]:
+        """Backbone features, then SVMS when enabled: (backbone output, features for the head, svms out).
+        `losses=False` (inference) skips SVMS's losses and diagnostics; the features are the same."""
         out = self.backbone(batch["input_ids"], batch["attention_mask"], batch.get("pixel_values"))
         features = out.backbone_features
         svms_out = None
         if self.svms is not None:
-            svms_out = self.svms(features, out.backbone_attention_mask, batch.get("aux_labels"))
+            svms_out = self.svms(features, out.backbone_attention_mask, batch.get("aux_labels") if losses else None,
+                                 losses=losses)
             features = svms_out.features
         return out, features, svms_out
 
@@ -135,12 +138,23 @@ class Gr00tN1d6(nn.Module):
         """
         self._check_batch(batch, REQUIRED_KEYS)
         batch = self._cast_inputs(batch)
-        out, features, _ = self.encode(batch)
+        out, features, _ = self.encode(batch, losses=False)
         pred = self.action_head.get_action(features, out.backbone_attention_mask, out.image_mask,
                                            batch["state"], batch["embodiment_id"],
                                            initial_noise=initial_noise, generator=generator,
                                            num_steps=num_steps)
         return {"action_pred": pred.float()}
+
+    def compile_inference(self, cuda_graphs: bool | None = None) -> Gr00tN1d6:
+        """Make `get_action` run compiled: `torch.compile` of the ViT encoder, the LLM and the denoising loop
+        (`Gr00tActionHead.compile_denoising`; with `cuda_graphs`, default on CUDA, one CUDA graph per input shape,
+        captured again when the shape changes). Compilation happens at the first call of each shape; the
+        results equal eager ones up to float rounding. Training keeps its eager path. Returns the model."""
+        vision = self.backbone.model.vision_model.vision_model
+        vision.encoder.compile()
+        self.backbone.model.language_model.model.compile()
+        self.action_head.compile_denoising(cuda_graphs)
+        return self
 
     # ---- helpers -----------------------------------------------------------------------------------
 

@@ -30,8 +30,12 @@ class Gr00tPolicy:
     """A checkpoint's model + processor for one embodiment tag, stateless."""
 
     def __init__(self, model, processor: Gr00tProcessor, embodiment_tag: str, *,
-                 denoising_steps: int | None = None, seed: int | None = None) -> None:
+                 denoising_steps: int | None = None, seed: int | None = None, compile: bool = False) -> None:
+        """`compile`: run the model compiled (`Gr00tN1d6.compile_inference`; CUDA graphs on CUDA); the first
+        query of each input shape then takes the compilation time."""
         self.model = model.eval()
+        if compile:
+            model.compile_inference()
         self.processor = processor
         self.tag = normalize_tag(embodiment_tag)
         self.config: EmbodimentConfig = processor.config(self.tag)

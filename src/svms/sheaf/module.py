@@ -16,15 +16,16 @@ from svms.sheaf.streams import StreamHead
 
 @dataclass
 class SheafStreamsOutput:
-    """What one forward pass returns. Losses are fp32 scalars; `aux_*` are None without labels."""
+    """What one forward pass returns. Losses are fp32 scalars; `aux_*` are None without labels; every loss
+    and diagnostic is None when the pass was asked for the features only (`losses=False`, inference)."""
 
     features: torch.Tensor  # (B, T, D) refined features (== input at init and at masked tokens)
     streams: torch.Tensor  # (B, T, S, d_stream) stream features after diffusion
     router_weights: torch.Tensor  # (B, T, S), sums to 1 at valid tokens, 0 at masked ones
-    sheaf_loss: torch.Tensor  # consistency loss (normalised disagreement + collapse penalty)
-    sheaf_residual: torch.Tensor  # (B,) mean normalised disagreement over each sample's valid tokens
-    balance_loss: torch.Tensor
     alpha: torch.Tensor  # the diffusion step size used
+    sheaf_loss: torch.Tensor | None = None  # consistency loss (normalised disagreement + collapse penalty)
+    sheaf_residual: torch.Tensor | None = None  # (B,) mean normalised disagreement over each sample's valid tokens
+    balance_loss: torch.Tensor | None = None
     aux_loss: torch.Tensor | None = None
     aux_metrics: dict[str, dict[str, torch.Tensor]] | None = None
 
@@ -97,11 +98,13 @@ class SheafStreams(nn.Module):
         features: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         aux_labels: torch.Tensor | None = None,
-        temperature: float | None = None,
+        temperature: float | torch.Tensor | None = None,
+        losses: bool = True,
     ) -> SheafStreamsOutput:
         """features (B, T, D); attention_mask (B, T), true/1 = valid; aux_labels (B, T, S) in
-        {0, 1, -100}; temperature defaults to the `router_temperature` buffer (1.0 at init).
-        Masked tokens pass through unchanged and enter no loss."""
+        {0, 1, -100}; temperature defaults to the `router_temperature` buffer (1.0 at init), read on the
+        device. Masked tokens pass through unchanged and enter no loss. `losses=False` computes the refined
+        features only (the same streams, diffusion, router and merge), skipping every loss and diagnostic."""
         c = self.config
         B, T, _ = features.shape
         if attention_mask is None:
@@ -109,29 +112,32 @@ class SheafStreams(nn.Module):
         else:
             mask = attention_mask.to(torch.bool)
         x0 = self.embed_streams(features)  # (B, T, S, d_stream)
-
-        # Consistency on what the streams produce before the correction.
-        y_tail, y_head = self.maps.project(x0)  # (B, T, E, d_overlap) each
-        ratio = normalised_disagreement(y_tail, y_head, c.eps)  # (B, T)
         m = mask.float()
-        tokens = m.sum(1)
-        residual = (ratio * m).sum(1) / tokens.clamp_min(1)
-        sheaf = (ratio * m).sum() / m.sum().clamp_min(1)
-        if c.collapse_weight > 0:
-            projections = torch.cat([y_tail, y_head], dim=-2)
-            sheaf = sheaf + c.collapse_weight * collapse_penalty(projections, mask, c.overlap_std_floor)
+        sheaf = residual = None
+        if losses:  # consistency on what the streams produce before the correction
+            y_tail, y_head = self.maps.project(x0)  # (B, T, E, d_overlap) each
+            ratio = normalised_disagreement(y_tail, y_head, c.eps)  # (B, T)
+            tokens = m.sum(1)
+            residual = (ratio * m).sum(1) / tokens.clamp_min(1)
+            sheaf = (ratio * m).sum() / m.sum().clamp_min(1)
+            if c.collapse_weight > 0:
+                projections = torch.cat([y_tail, y_head], dim=-2)
+                sheaf = sheaf + c.collapse_weight * collapse_penalty(projections, mask, c.overlap_std_floor)
 
         alpha = self.alpha()
         x = self.diffuse(x0, alpha=alpha)
 
         if temperature is None:
-            temperature = float(self.router_temperature)
+            temperature = self.router_temperature  # a tensor: no wait for the device
+        balance = None
         if c.use_router:
             weights = self.router(features, temperature)  # (B, T, S) fp32
-            balance = balance_loss(weights, mask, c.balance_mode)
+            if losses:
+                balance = balance_loss(weights, mask, c.balance_mode)
         else:
             weights = features.new_full((B, T, c.n_streams), 1.0 / c.n_streams, dtype=torch.float32)
-            balance = features.new_zeros((), dtype=torch.float32)
+            if losses:
+                balance = features.new_zeros((), dtype=torch.float32)
         if self.training and c.stream_dropout_p > 0:
             weights = drop_streams(weights, c.stream_dropout_p, self.dropout_generator(weights.device))
         weights = weights * m.unsqueeze(-1)
@@ -139,10 +145,10 @@ class SheafStreams(nn.Module):
         mixed = (x * weights.unsqueeze(-1).to(x.dtype)).flatten(-2)  # (B, T, S*d_stream)
         delta = self.merge(mixed) * mask.unsqueeze(-1).to(features.dtype)
         out = SheafStreamsOutput(
-            features=features + delta.to(features.dtype), streams=x, router_weights=weights,
-            sheaf_loss=sheaf, sheaf_residual=residual, balance_loss=balance, alpha=alpha,
+            features=features + delta.to(features.dtype), streams=x, router_weights=weights, alpha=alpha,
+            sheaf_loss=sheaf, sheaf_residual=residual, balance_loss=balance,
         )
-        if aux_labels is not None and self.aux_heads is not None:
+        if losses and aux_labels is not None and self.aux_heads is not None:
             if aux_labels.shape != (B, T, c.n_streams):
                 raise ValueError(f"aux_labels must have shape (B, T, S) = {(B, T, c.n_streams)}, "
                                  f"got {tuple(aux_labels.shape)}")

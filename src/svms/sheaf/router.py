@@ -16,8 +16,10 @@ class TokenRouter(nn.Module):
             nn.Linear(hidden, n_streams),
         )
 
-    def forward(self, h: torch.Tensor, temperature: float) -> torch.Tensor:
-        if temperature <= 0:
+    def forward(self, h: torch.Tensor, temperature: float | torch.Tensor) -> torch.Tensor:
+        """A tensor temperature (the module's buffer, set from validated schedules) is not checked: reading
+        it would make the host wait for the device."""
+        if not torch.is_tensor(temperature) and temperature <= 0:
             raise ValueError(f"router temperature must be > 0, got {temperature}")
         return torch.softmax(self.net(h).float() / temperature, dim=-1)
 

@@ -34,24 +34,40 @@ def truncate_metrics(run: Path, last_step: int) -> None:
 
 
 def svms_diagnostics(out: SheafStreamsOutput, image_mask: torch.Tensor, valid: torch.Tensor,
-                     names: tuple[str, ...]) -> dict[str, float]:
-    """Sheaf residual, alpha, router mean weight and entropy per stream and token type, aux metrics."""
-    d: dict[str, float] = {"svms/sheaf_residual": float(out.sheaf_residual.detach().mean()),
-                           "svms/alpha": float(out.alpha.detach())}
+                     names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+    """Sheaf residual, alpha, router mean weight and entropy per stream and token type, aux metrics: 0-dim
+    tensors, left on the device (masked means, no boolean indexing); a NaN means "no such token" and
+    `fetch_records` drops it."""
+    d: dict[str, torch.Tensor] = {"svms/sheaf_residual": out.sheaf_residual.detach().mean(),
+                                  "svms/alpha": out.alpha.detach()}
     w = out.router_weights.detach().float()  # (B, T, S)
+    entropy = -(w.clamp_min(1e-12).log() * w).sum(-1)  # (B, T)
     for kind, mask in (("all", valid), ("image", valid & image_mask), ("text", valid & ~image_mask)):
-        if mask.any():
-            sel = w[mask]  # (N, S)
-            entropy = -(sel.clamp_min(1e-12).log() * sel).sum(-1).mean()
-            d[f"router/{kind}/entropy"] = float(entropy)
-            for i, name in enumerate(names):
-                d[f"router/{kind}/{name}"] = float(sel[:, i].mean())
+        m = mask.to(w.dtype)
+        count = m.sum()
+        d[f"router/{kind}/entropy"] = (entropy * m).sum() / count  # NaN when there is no such token
+        means = (w * m[..., None]).sum(dim=(0, 1)) / count  # (S,)
+        for i, name in enumerate(names):
+            d[f"router/{kind}/{name}"] = means[i]
     for name, m in (out.aux_metrics or {}).items():
         for key in ("accuracy", "balanced_accuracy"):
-            value = float(m[key])
-            if math.isfinite(value):
-                d[f"aux/{name}/{key}"] = value
+            d[f"aux/{name}/{key}"] = m[key]
     return d
+
+
+def fetch_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The records with each tensor value replaced by its float, all fetched in one device->host copy;
+    non-finite diagnostics (keys with a '/') are dropped, as a step without such tokens has none."""
+    tensors = [v for r in records for v in r.values() if torch.is_tensor(v)]
+    if not tensors:
+        return [dict(r) for r in records]
+    device = tensors[0].device
+    values = iter(torch.stack([t.detach().to(device, torch.float64).reshape(()) for t in tensors]).tolist())
+    out = []
+    for record in records:
+        fetched = {k: next(values) if torch.is_tensor(v) else v for k, v in record.items()}
+        out.append({k: v for k, v in fetched.items() if "/" not in k or math.isfinite(v)})
+    return out
 
 
 class MetricsLogger:

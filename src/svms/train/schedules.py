@@ -76,6 +76,12 @@ class SheafSchedule:
         frac = min(1.0, (step - self.started_at) / ramp)
         return self.lambda_min + (self.lambda_max - self.lambda_min) * frac
 
+    @property
+    def waits_for_flow_loss(self) -> bool:
+        """Whether the next step's weight depends on this step's flow loss (adaptive, not started yet): the
+        trainer then reads it at once; otherwise it feeds the losses later, in order, as it logs them."""
+        return self.mode == "adaptive" and self.started_at is None
+
     def observe_flow_loss(self, step: int, flow_loss: float) -> None:
         """Feed the step's flow loss; the adaptive ramp starts at the next step once the EMA is low."""
         if self.mode != "adaptive" or not math.isfinite(flow_loss):

@@ -54,7 +54,7 @@ from svms.train.lora import (
     merged_state_dict,
     save_adapter,
 )
-from svms.train.metrics import MetricsLogger, svms_diagnostics, truncate_metrics
+from svms.train.metrics import MetricsLogger, fetch_records, svms_diagnostics, truncate_metrics
 from svms.train.optimizers import build_optimizer
 from svms.train.phases import apply_phase, apply_phase_dtypes, set_train_mode, trainable_summary
 from svms.train.run_folder import (
@@ -249,6 +249,7 @@ def resume_point(cfg: TrainConfig, runtime: Runtime
 
 LOSS_TERMS = ("loss", "flow_loss", "sheaf_loss", "aux_loss", "balance_loss")  # `loss` is the sum of the others
 STOP = len(LOSS_TERMS)  # the stop flag rides in the same reduced tensor: one collective per step
+FLOW_OBSERVED = "_flow_observed"  # record key (not logged): the sheaf schedule has seen this step's flow loss
 
 
 @dataclass
@@ -328,46 +329,78 @@ def next_batch(s: Session, loader) -> dict[str, Any]:
 
 def train_step(s: Session, loader, step: int) -> tuple[dict[str, Any], bool]:
     """One optimizer step over `grad_accumulation` micro-batches; returns its metrics record and whether every
-    process is to stop after it (a signal arrived on any)."""
+    process is to stop after it (a signal arrived on any). The record's values stay on the device (tensors)
+    until `MetricsBuffer.flush` fetches a group of them: no step waits for the device to log."""
     cfg, rt, model = s.cfg, s.runtime, s.model
     w = step_weights(s, step)
     for group in s.optimizer.param_groups:
         group["lr"] = w.lr
     if model.svms is not None:
         model.svms.router_temperature.fill_(w.temperature)
-    sums = torch.zeros(len(LOSS_TERMS) + 1, dtype=torch.float64)  # per-step means of LOSS_TERMS, then STOP
-    diagnostics: dict[str, float] = {}
+    sums = torch.zeros(len(LOSS_TERMS) + 1, dtype=torch.float64, device=rt.device)  # LOSS_TERMS means, STOP
+    diagnostics: dict[str, Any] = {}
     for micro in range(cfg.grad_accumulation):
         batch = to_device(next_batch(s, loader), rt.device)
         terms, out = forward_backward_step(s, batch, step, micro, w)
-        values = [float(v.detach()) for v in terms.values()]
-        sums[: len(values)] += torch.tensor(values, dtype=torch.float64) / cfg.grad_accumulation
+        values = torch.stack([v.detach().to(torch.float64) for v in terms.values()])
+        sums[: len(values)] += values / cfg.grad_accumulation
         if out.svms is not None and rt.main and micro == 0:
             diagnostics = svms_diagnostics(out.svms, batch["input_ids"] == model.backbone.image_token_index,
                                            batch["attention_mask"].bool(), model.svms.config.stream_names)
     if s.replicated:  # under FSDP: the parameters it cannot shard
         average_gradients(s.replicated, rt.world)
     grad_norm = clip_grad_norm(s.params, cfg.max_grad_norm)
-    sums[STOP] = float(s.signals.received is not None)
-    sums = rt.mean(sums.to(rt.device)).cpu()  # NCCL reduces device tensors only
-    means = dict(zip(LOSS_TERMS, sums.tolist(), strict=False))
-    if not (math.isfinite(means["loss"]) and math.isfinite(float(grad_norm))):
-        kept = newest_checkpoint(cfg.out)
-        raise SvmsError(
-            f"non-finite loss or gradient at step {step} (loss {means['loss']}, grad norm "
-            f"{float(grad_norm)}); the run stopped without saving. The last good checkpoint is "
-            f"{kept if kept else 'none (no checkpoint yet)'}. Lower --learning-rate, check the dataset "
-            "for NaN/Inf (svms data validate), or resume from that checkpoint."
-        )
+    stop = False
+    if rt.distributed:  # every process must agree to stop after the same step: one collective, read here
+        sums[STOP] = float(s.signals.received is not None)
+        sums = rt.mean(sums.to(rt.device))  # NCCL reduces device tensors only
+        stop = float(sums[STOP]) > 0
+    means = dict(zip(LOSS_TERMS, sums.unbind(), strict=False))
+    observed = s.sheaf.waits_for_flow_loss
+    if observed:  # the adaptive ramp reads this step's loss before the next step
+        s.sheaf.observe_flow_loss(step, float(means["flow_loss"]))
     s.optimizer.step()
     s.optimizer.zero_grad(set_to_none=True)
-    s.sheaf.observe_flow_loss(step, means["flow_loss"])
     record: dict[str, Any] = {"step": step, "loss": means["loss"], "flow_loss": means["flow_loss"]}
     if model.svms is not None:
         record.update(sheaf_loss=means["sheaf_loss"], aux_loss=means["aux_loss"], balance_loss=means["balance_loss"],
                       lambda_sheaf=w.sheaf, lambda_aux=w.aux, router_temperature=w.temperature)
-    record.update(lr=w.lr, grad_norm=float(grad_norm), **diagnostics)
-    return record, float(sums[STOP]) > 0
+    record.update(lr=w.lr, grad_norm=grad_norm.detach(), **diagnostics)
+    record[FLOW_OBSERVED] = observed
+    return record, stop
+
+
+class MetricsBuffer:
+    """Step records not yet written: `flush` fetches them in one device->host copy, checks them and writes
+    one `metrics.jsonl` line per step, in order. Flushed every `--log-every` steps and before every checkpoint,
+    so every line up to step N is on disk before `checkpoint-N` appears."""
+
+    def __init__(self, s: Session, logger: MetricsLogger) -> None:
+        self.s, self.logger = s, logger
+        self.pending: list[tuple[dict[str, Any], bool]] = []  # (record, flow loss still to observe)
+
+    def add(self, record: dict[str, Any]) -> None:
+        observed = record.pop(FLOW_OBSERVED)
+        self.pending.append((record, not observed))
+
+    def flush(self) -> None:
+        cfg = self.s.cfg
+        pending, self.pending = self.pending, []
+        records = fetch_records([r for r, _ in pending])
+        for record, (_, observe) in zip(records, pending, strict=True):
+            step = record["step"]
+            if not (math.isfinite(record["loss"]) and math.isfinite(record["grad_norm"])):
+                kept = newest_checkpoint(cfg.out)
+                raise SvmsError(
+                    f"non-finite loss or gradient at step {step} (loss {record['loss']}, grad norm "
+                    f"{record['grad_norm']}); the run stopped without saving. The last good checkpoint is "
+                    f"{kept if kept else 'none (no checkpoint yet)'}. Lower --learning-rate, check the dataset "
+                    "for NaN/Inf (svms data validate), or resume from that checkpoint."
+                )
+            if observe:
+                self.s.sheaf.observe_flow_loss(step, record["flow_loss"])
+            self.logger.log(step, record, cfg.global_batch_size,
+                            print_line=step % cfg.log_every == 0 or step == cfg.max_steps)
 
 
 def save_checkpoint(s: Session, step: int, rng: dict[str, Any] | None = None) -> Path:
@@ -501,6 +534,7 @@ def _train(cfg: TrainConfig, runtime: Runtime, signals: StopSignals, saved: dict
 
     last = resume
     set_train_mode(model, cfg.phase)
+    buffer = MetricsBuffer(s, logger)
     try:
         if agree(runtime, signals.received is not None):  # a signal while the run was being set up
             raise stopped(s, start_step, last, saved=False)
@@ -510,17 +544,22 @@ def _train(cfg: TrainConfig, runtime: Runtime, signals: StopSignals, saved: dict
                 metrics, stop = train_step(s, loader, step)
             except WorkersStopped as err:  # the signal ended the data workers too: keep every finished step
                 done = step - 1
+                buffer.flush()
                 if done > start_step and last != cfg.out / f"checkpoint-{done}":
                     last = save_checkpoint(s, done, rng_before)
                     raise stopped(s, done, last, saved=True) from err
                 raise stopped(s, done, last, saved=False) from err
             stop = stop if runtime.distributed else signals.received is not None  # one process: at once
-            logger.log(step, metrics, cfg.global_batch_size,
-                       print_line=step % cfg.log_every == 0 or step == cfg.max_steps)
-            if step % cfg.save_every == 0 or step == cfg.max_steps or stop:
+            buffer.add(metrics)
+            save = step % cfg.save_every == 0 or step == cfg.max_steps or stop
+            if save or step % cfg.log_every == 0:
+                buffer.flush()
+            if save:
                 last = save_checkpoint(s, step)
             if stop:
                 raise stopped(s, step, last, saved=True)
     finally:
+        with contextlib.suppress(Exception):
+            buffer.flush()  # steps finished before an error still get their lines
         logger.close()
     return last

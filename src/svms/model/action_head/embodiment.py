@@ -69,11 +69,15 @@ class MultiEmbodimentActionEncoder(nn.Module):
         self.W2 = CategorySpecificLinear(num_categories, 2 * hidden_dim, hidden_dim, init)
         self.W3 = CategorySpecificLinear(num_categories, hidden_dim, hidden_dim, init)
 
-    def forward(self, actions: torch.Tensor, buckets: torch.Tensor,
-                category_ids: torch.Tensor) -> torch.Tensor:
-        # actions (B, H, A), buckets (B,) int -> (B, H, D)
+    def forward(self, actions: torch.Tensor, buckets: torch.Tensor | None,
+                category_ids: torch.Tensor, time_features: torch.Tensor | None = None) -> torch.Tensor:
+        # actions (B, H, A), buckets (B,) int -> (B, H, D); `time_features` (D,) replaces the buckets when
+        # every sample shares one (the denoising loop computes them once for all its steps)
         a = self.W1(actions, category_ids)  # (B, H, D)
-        steps = buckets.unsqueeze(1).expand(-1, actions.shape[1])  # (B, H): same bucket at every step
-        enc = bucket_sinusoid(steps, self.hidden_dim).to(a.dtype)  # (B, H, D)
+        if time_features is None:
+            steps = buckets.unsqueeze(1).expand(-1, actions.shape[1])  # (B, H): same bucket at every step
+            enc = bucket_sinusoid(steps, self.hidden_dim).to(a.dtype)  # (B, H, D)
+        else:
+            enc = time_features.to(a.dtype).expand_as(a)
         h = F.silu(self.W2(torch.cat([a, enc], dim=-1), category_ids))
         return self.W3(h, category_ids)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from svms.model.action_head.dit import AlternateVLDiT, DiT
-from svms.model.action_head.embodiment import CategorySpecificMLP, MultiEmbodimentActionEncoder
+from svms.model.action_head.dit import AlternateVLDiT, DenoisingCache, DiT
+from svms.model.action_head.embodiment import CategorySpecificMLP, MultiEmbodimentActionEncoder, bucket_sinusoid
 from svms.model.config import Gr00tN1d6Config
 
 
@@ -34,16 +34,21 @@ class ActionHeadOutput:
     t_discretized: torch.Tensor  # (B,) int64 bucket
 
 
-def inference_buckets(num_steps: int, num_buckets: int) -> torch.Tensor:
-    """The Euler sampler's buckets int(k/N · num_buckets), k = 0..N−1: [0, 250, 500, 750] for N = 4."""
-    return torch.tensor([int(k / num_steps * num_buckets) for k in range(num_steps)], dtype=torch.long)
+def inference_buckets(num_steps: int, num_buckets: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """The Euler sampler's buckets int(k/N · num_buckets), k = 0..N−1: [0, 250, 500, 750] for N = 4.
+
+    Computed on `device` in float64, the same IEEE arithmetic as Python's, so nothing is copied from the host.
+    """
+    k = torch.arange(num_steps, dtype=torch.float64, device=device)
+    return (k / num_steps * num_buckets).long()
 
 
 def sample_beta(shape: tuple[int, ...], alpha: float, beta: float, generator: torch.Generator | None,
                 device: torch.device) -> torch.Tensor:
     """Beta(alpha, beta) samples; with a generator, drawn in a forked CPU RNG seeded from it (torch's Beta
     sampler takes no generator)."""
-    dist = torch.distributions.Beta(torch.tensor(float(alpha)), torch.tensor(float(beta)))
+    # validate_args=False: the parameters are checked config values, and checking them reads tensors back
+    dist = torch.distributions.Beta(torch.tensor(float(alpha)), torch.tensor(float(beta)), validate_args=False)
     if generator is None:
         return dist.sample(shape).to(device)
     seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device))
@@ -176,24 +181,73 @@ class Gr00tActionHead(nn.Module):
     def get_action(self, backbone_features: torch.Tensor, backbone_attention_mask: torch.Tensor,
                    image_mask: torch.Tensor, state: torch.Tensor, embodiment_id: torch.Tensor, *,
                    initial_noise: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                   num_steps: int | None = None) -> torch.Tensor:
+                   num_steps: int | None = None, cached: bool = True) -> torch.Tensor:
         """Euler integration from noise to a normalised, padded action chunk (B, H, max_action_dim).
 
-        No state dropout or noise here; vl and the state token are computed once for all steps.
+        No state dropout or noise here. vl and the state token are computed once for all steps; with `cached`
+        (default) so are the time embeddings and AdaLN modulations of every step, the cross-attention keys
+        and values and the key masks (`DiT.prepare_denoising`); `cached=False` runs `predict_velocity` per
+        step, the training path's computation, which the cached one equals up to float rounding.
         """
         c = self.config
         num_steps = c.num_inference_timesteps if num_steps is None else num_steps
         vl = self.vlln(backbone_features)
-        state_features = self.encode_state(state, embodiment_id)
-        b = backbone_features.shape[0]
         x = initial_noise
         if x is None:
-            x = torch.randn((b, c.action_horizon, c.max_action_dim), generator=generator, device=vl.device,
+            x = torch.randn((vl.shape[0], c.action_horizon, c.max_action_dim), generator=generator, device=vl.device,
                             dtype=vl.dtype)
+        args = (vl, backbone_attention_mask, image_mask, state, embodiment_id, x, num_steps)
+        if not cached:
+            return self.denoise_per_step(*args)
+        compiled = self.__dict__.get("_compiled_denoise")
+        # a CUDA graph's output lives in memory its next replay overwrites: the caller gets a copy
+        return self.denoise(*args) if compiled is None else compiled(*args).clone()
+
+    def compile_denoising(self, cuda_graphs: bool | None = None) -> None:
+        """Run `denoise` through `torch.compile` from now on; with `cuda_graphs` (default: on CUDA) in the
+        "reduce-overhead" mode, which captures one CUDA graph per input shape (batch, VL tokens) and captures
+        again when a shape changes. The noise is drawn outside the compiled function, from the same generator."""
+        device = next(self.parameters()).device
+        cuda_graphs = device.type == "cuda" if cuda_graphs is None else cuda_graphs
+        self.__dict__["_compiled_denoise"] = torch.compile(self.denoise,
+                                                           mode="reduce-overhead" if cuda_graphs else None)
+
+    def denoise(self, vl: torch.Tensor, backbone_attention_mask: torch.Tensor,
+                image_mask: torch.Tensor, state: torch.Tensor, embodiment_id: torch.Tensor, x: torch.Tensor,
+                num_steps: int) -> torch.Tensor:
+        """The Euler loop from noise `x` on VL features after vlln, with the step-independent parts computed once
+        (`prepare_denoising`)."""
+        c = self.config
+        state_features = self.encode_state(state, embodiment_id)
         dt = 1.0 / num_steps
-        for bucket in inference_buckets(num_steps, c.num_timestep_buckets).tolist():
-            buckets = torch.full((b,), bucket, dtype=torch.long, device=x.device)
-            v = self.predict_velocity(vl, backbone_attention_mask, image_mask, state_features, x, buckets,
-                                      embodiment_id)
+        buckets = inference_buckets(num_steps, c.num_timestep_buckets, x.device)  # (steps,)
+        cache = self.model.prepare_denoising(vl, buckets, backbone_attention_mask, image_mask)
+        time_features = bucket_sinusoid(buckets, self.action_encoder.hidden_dim).to(vl.dtype)  # (steps, D)
+        for step in range(num_steps):
+            x = x + dt * self.velocity_step(x, state_features, embodiment_id, cache, step, time_features[step])
+        return x
+
+    def denoise_per_step(self, vl: torch.Tensor, backbone_attention_mask: torch.Tensor,
+                         image_mask: torch.Tensor, state: torch.Tensor, embodiment_id: torch.Tensor, x: torch.Tensor,
+                         num_steps: int) -> torch.Tensor:
+        """The Euler loop with `predict_velocity`, the training path's computation, at every step."""
+        c = self.config
+        state_features = self.encode_state(state, embodiment_id)
+        dt = 1.0 / num_steps
+        buckets = inference_buckets(num_steps, c.num_timestep_buckets, x.device)  # (steps,)
+        for step in range(num_steps):
+            v = self.predict_velocity(vl, backbone_attention_mask, image_mask, state_features, x,
+                                      buckets[step].expand(x.shape[0]), embodiment_id)
             x = x + dt * v
         return x
+
+    def velocity_step(self, noisy_actions: torch.Tensor, state_features: torch.Tensor, embodiment_id: torch.Tensor,
+                      cache: DenoisingCache, step: int, time_features: torch.Tensor) -> torch.Tensor:
+        """`predict_velocity` at denoising step `step`, from what `prepare_denoising` computed once."""
+        horizon = noisy_actions.shape[1]
+        a = self.action_encoder(noisy_actions, None, embodiment_id, time_features)  # (B, H, D)
+        if self.config.add_pos_embed:
+            a = a + self.position_embedding.weight[:horizon].unsqueeze(0)
+        tokens = torch.cat([state_features, a], dim=1)
+        y = self.model.forward_step(tokens, cache, step)
+        return self.action_decoder(y, embodiment_id)[:, -horizon:]

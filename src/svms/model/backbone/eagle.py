@@ -189,6 +189,18 @@ class EagleBackbone(nn.Module):
         attn_out = args[0]  # (B, L, H*head_dim)
         return (torch.where(self._query_valid[..., None], attn_out, attn_out.new_zeros(())),)
 
+    def _check_image_slots(self, image_mask: torch.Tensor, n_tokens: int) -> None:
+        """One image-token id per image token. Checked on the device without waiting for it (an accelerator
+        reports a mismatch as a device-side assertion); on CPU a mismatch is a clear error at once."""
+        try:
+            torch._assert_async(image_mask.sum() == n_tokens, "image-token ids and image tokens differ in number")
+        except RuntimeError as err:
+            n_slots = int(image_mask.sum())
+            if not n_tokens:
+                raise SvmsError(f"the prompt has {n_slots} image-token ids but no pixel_values were given") from err
+            raise SvmsError(f"the prompt has {n_slots} image-token ids ({self.image_token_index}) but the images "
+                            f"give {n_tokens} tokens; the processor must insert one id per image token") from err
+
     def forward(
         self,
         input_ids: torch.Tensor,  # (B, L) int
@@ -202,24 +214,20 @@ class EagleBackbone(nn.Module):
         image_mask = input_ids == self.image_token_index  # (B, L)
         embeds = model.language_model.get_input_embeddings()(input_ids)  # (B, L, D)
         images = as_image_list(pixel_values)
-        n_slots = int(image_mask.sum())
         intermediates: dict[str, torch.Tensor] = {}
         if images:
             vit_embeds, vit_states = images_to_tokens(model.vision_model, model.mlp1, images,
                                                       self.unshuffle_factor)  # (N_tok, D)
-            if vit_embeds.shape[0] != n_slots:
-                raise SvmsError(f"the prompt has {n_slots} image-token ids ({self.image_token_index}) but "
-                                f"the images give {vit_embeds.shape[0]} tokens; the processor must insert "
-                                "one id per image token")
+            self._check_image_slots(image_mask, vit_embeds.shape[0])
             embeds = embeds.masked_scatter(image_mask[..., None], vit_embeds.to(embeds.dtype))
             if return_intermediates:
                 intermediates["vision_last_hidden_state"] = torch.cat(vit_states)[None]  # (1, sum hw, D_vit)
                 intermediates["vit_embeds"] = vit_embeds
-        elif n_slots:
-            raise SvmsError(f"the prompt has {n_slots} image-token ids but no pixel_values were given")
+        else:
+            self._check_image_slots(image_mask, 0)
         self._query_valid = valid if self.attention == "flash-rule" else None
         try:
-            out = model.language_model.model(inputs_embeds=embeds, attention_mask=valid.long(),
+            out = model.language_model.model(inputs_embeds=embeds, attention_mask=valid,
                                              use_cache=False, output_hidden_states=return_intermediates)
         finally:
             self._query_valid = None
