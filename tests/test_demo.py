@@ -9,6 +9,7 @@ import json
 import pytest
 
 from svms.protocol import ABLATIONS as ABLATION_ARMS
+from svms.study import job
 from svms.study.demo import demo_plan
 from svms.study.jobs import arm_stints, expand
 
@@ -62,7 +63,12 @@ def test_quick_demo_writes_the_report(tmp_path, monkeypatch, capsys):
     for figure in ("open_loop_error", "closed_loop_success", "training_curves", "router_heatmap"):
         assert (out / "figures" / f"{figure}.png").is_file(), figure
     comparison = json.loads((out / "comparison.json").read_text())
-    assert comparison  # machine-readable results beside the report
+    # machine-readable results beside the report: every arm's seed, and each arm against the baseline
+    assert comparison["arms"] == {"baseline": [0], "svms": [0], "control": [0]}
+    against_baseline = {(c["arm"], c["metric"]) for c in comparison["comparisons"] if c["reference"] == "baseline"}
+    assert {("svms", "open_loop_mse"), ("control", "open_loop_mse")} <= against_baseline
+    for c in comparison["comparisons"]:
+        assert c["delta_lo"] <= c["delta"] <= c["delta_hi"], c
     printed = capsys.readouterr().out
     assert "report:" in printed and "[study 3/" in printed and "ETA" in printed
     # the tiny baseline trained from scratch on the generated data learns: its loss falls
@@ -70,9 +76,19 @@ def test_quick_demo_writes_the_report(tmp_path, monkeypatch, capsys):
     assert pretrain["phase"] == "scratch"
     losses = [json.loads(x)["loss"] for x in (out / "pretrain" / "metrics.jsonl").read_text().splitlines()]
     assert sum(losses[-20:]) / 20 < sum(losses[:20]) / 20
-    # the data and the pretrained checkpoint are cached: a second study reuses them
+    # the data and the pretrained checkpoint are cached, and another study with the same plan reuses both untouched
     cached = sorted(p.name.split("-")[0] for p in (tmp_path / "cache").iterdir() if not p.name.startswith("."))
     assert cached == ["demo", "pretrain"]
+    def stamps():
+        return {p: p.stat().st_mtime_ns for p in (tmp_path / "cache").rglob("*") if p.is_file() and p.suffix != ".lock"}
+
+    before_reuse = stamps()
+    for name, function in (("data", job.generate_data), ("pretrain", job.pretrain)):
+        args = json.loads((out / ".study" / "jobs" / f"{name}.json").read_text())["args"]
+        if name == "pretrain":
+            args["copy_to"] = str(tmp_path / "another-study" / "pretrain")
+        assert function(**args).startswith("reused cached"), name
+    assert stamps() == before_reuse
     assert "control" in comparison["arms"]
     assert (out / "control-seed0" / "eval" / "closed_loop" / "results.json").is_file()
     # rerunning the same command skips every finished job and rewrites nothing
