@@ -13,23 +13,11 @@ from svms.model import Gr00tN1d6, Gr00tN1d6Config
 from svms.model.action_head import Gr00tActionHead
 from svms.model.backbone.vision import patchify, resized_position_embeddings
 from svms.opcount import OpCounter
+from test_action_head import _batch as head_inputs  # the action head tests' inputs
 
 
 def tiny_config(**overrides) -> Gr00tN1d6Config:
     return dataclasses.replace(Gr00tN1d6Config.preset("tiny"), **overrides)
-
-
-def head_inputs(head: Gr00tActionHead, b: int = 2, s: int = 10) -> dict[str, torch.Tensor]:
-    """Text, image and (sample 1) left-padding tokens, two embodiments."""
-    c = head.config
-    g = torch.Generator().manual_seed(1)
-    attention = torch.ones(b, s, dtype=torch.bool)
-    attention[1, :2] = False
-    image = torch.zeros(b, s, dtype=torch.bool)
-    image[:, 4:7] = True
-    return {"backbone_features": torch.randn(b, s, c.backbone_embedding_dim, generator=g),
-            "backbone_attention_mask": attention, "image_mask": image,
-            "state": torch.randn(b, 1, c.max_state_dim, generator=g), "embodiment_id": torch.tensor([0, 5])[:b]}
 
 
 def counted(fn) -> OpCounter:
