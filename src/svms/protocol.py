@@ -23,6 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+#: How the sheaf loss weight is scheduled over training (`svms train --sheaf-schedule`, the model config's
+#: `sheaf_schedule_mode`).
+SHEAF_MODES = ("adaptive", "linear", "fixed", "off")
 PHASES = ("scratch", "1", "2", "3")
 PHASE_ORDER = {phase: k for k, phase in enumerate(PHASES)}
 SVMS_PHASES = ("1", "2", "3")

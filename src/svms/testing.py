@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from svms.data.modality import MODALITY_CONFIGS, ActionRep, EmbodimentConfig
+from svms.data.processor_files import run_processor, save_processor, with_tag
+from svms.model import Gr00tN1d6, Gr00tN1d6Config
 from svms.sim.layout import ACTION_KEYS, STATE_KEYS
 
 #: Key widths of `robocasa_panda_omron` (spec §6.11), in the release's key order: the simulated robot's.
@@ -49,8 +51,6 @@ def make_tiny_checkpoint(folder: str | Path, *, svms: bool = False, tag: str = "
     modality config unless `modality` is given) to `folder`."""
     import torch
 
-    from svms.data.processor_files import run_processor, save_processor, with_tag
-    from svms.model import Gr00tN1d6, Gr00tN1d6Config
 
     config = Gr00tN1d6Config.preset("tiny")
     if svms:

@@ -26,8 +26,17 @@ from typing import Any
 
 import numpy as np
 
+from svms.data.aux_labels import prompt_aux_labels
+from svms.data.lerobot.meta import load_meta, split_episodes
+from svms.data.lerobot.reader import Gr00tLeRobotDataset
+from svms.data.prompt import load_tokenizer
 from svms.errors import SvmsError
+from svms.eval.plots_open_loop import plot_residuals, plot_router_heatmap, plot_trajectory
+from svms.policy import Gr00tPolicy, checkpoint_processor
 from svms.policy.protocol import batch_of_one
+from svms.serve import PolicyClient, parse_address
+from svms.sim.generate import TASK_COLUMN
+from svms.sim.tasks import TASKS
 
 
 @dataclass
@@ -51,9 +60,6 @@ class EpisodeResult:
 def task_name(dataset, pos: int) -> str:
     """The episode's task for per-task results: the simulated task name when the parquet has the
     `sim.task_index` column (`svms sim generate`), else the first task string of episodes.jsonl."""
-    from svms.sim.generate import TASK_COLUMN
-    from svms.sim.tasks import TASKS
-
     meta = dataset.meta
     if TASK_COLUMN not in meta.features:
         return dataset.episode_task(pos)
@@ -208,8 +214,6 @@ def svms_diagnostics(policy, observation: dict[str, Any]) -> dict[str, Any] | No
     accuracy per stream against the prompt's keyword labels (`svms.data.aux_labels`)."""
     import torch
 
-    from svms.data.aux_labels import prompt_aux_labels
-    from svms.data.prompt import load_tokenizer
 
     model = policy.model
     if model.svms is None:
@@ -278,18 +282,11 @@ def run_open_loop(checkpoint: Path | None, dataset_dir: Path, out: Path, *, serv
     `wire`, `sim_wrapper` and `api_token`) on a dataset's episodes: `episodes`,
     else the `split` of meta/info.json ("all": every episode); writes OUT/metrics.json and OUT/figures/*.png.
     `compile` runs a checkpoint's model compiled (`Gr00tPolicy(compile=True)`)."""
-    from svms.data.lerobot.meta import load_meta, split_episodes
-    from svms.data.lerobot.reader import Gr00tLeRobotDataset
-    from svms.eval.plots_open_loop import plot_residuals, plot_router_heatmap, plot_trajectory
-    from svms.policy import Gr00tPolicy, checkpoint_processor
-
     if (checkpoint is None) == (server is None):
         raise SvmsError("pass either --checkpoint DIR or --server HOST:PORT (exactly one)")
     meta = load_meta(dataset_dir)
     chosen = list(episodes) if episodes is not None else split_episodes(meta, chosen_split(meta, split))
     if server is not None:
-        from svms.serve import PolicyClient, parse_address
-
         policy = PolicyClient(*parse_address(server), wire=wire, sim_wrapper=sim_wrapper, api_token=api_token)
         tag, statistics, settings = embodiment_tag or "new_embodiment", None, None
         check_dataset_fits(policy.get_modality_config(), tag, None, meta, f"the policy server at {server}")

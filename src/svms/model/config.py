@@ -22,12 +22,12 @@ from typing import Any
 
 from svms.errors import SvmsError
 from svms.model.presets import PRESETS
+from svms.protocol import SHEAF_MODES
 from svms.sheaf import SheafConfigError, SheafStreamsConfig
 
 #: `Gr00tN1d6Config.projector_init` values (see `CategorySpecificLinear`).
 PROJECTOR_INITS = ("release", "fan_in")
 
-SHEAF_SCHEDULE_MODES = ("adaptive", "linear", "fixed", "off")
 
 # DiT constructor arguments the reference's dict never overrides (spec §1.2); the module hard-codes them,
 # so a config that sets one of them to anything else cannot be honoured.
@@ -272,8 +272,8 @@ def _validate(c: Gr00tN1d6Config) -> None:
            "swap them")
     _check(c.projector_init in PROJECTOR_INITS,
            f"projector_init = {c.projector_init!r}; use one of {', '.join(PROJECTOR_INITS)}")
-    _check(c.sheaf_schedule_mode in SHEAF_SCHEDULE_MODES,
-           f"sheaf_schedule_mode = {c.sheaf_schedule_mode!r}; use one of {', '.join(SHEAF_SCHEDULE_MODES)}")
+    _check(c.sheaf_schedule_mode in SHEAF_MODES,
+           f"sheaf_schedule_mode = {c.sheaf_schedule_mode!r}; use one of {', '.join(SHEAF_MODES)}")
     _validate_dit(c)
     _validate_eagle(c)
     if c.use_sheaf_streams:

@@ -19,6 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from svms import seeding
+from svms.data.lerobot.stats_files import write_stats
+from svms.data.lerobot.writer import EpisodeData, LeRobotWriter
+from svms.data.modality import MODALITY_CONFIGS
 from svms.errors import SvmsError
 from svms.sim.experts import ScriptedExpert
 from svms.sim.language import instruction
@@ -70,7 +73,6 @@ def embodiment_config(cameras: Sequence[str]):
     """The `robocasa_panda_omron` modality config reading the cameras that were rendered."""
     import dataclasses
 
-    from svms.data.modality import MODALITY_CONFIGS
 
     config = MODALITY_CONFIGS[EMBODIMENT_TAG]
     return dataclasses.replace(config, video=dataclasses.replace(config.video, modality_keys=tuple(cameras)))
@@ -142,8 +144,6 @@ def generate(
     `overwrite`, a dataset this function wrote at `out` is replaced; any other non-empty folder is refused."""
     from rich.progress import Progress
 
-    from svms.data.lerobot.stats_files import write_stats
-    from svms.data.lerobot.writer import EpisodeData, LeRobotWriter
 
     tasks = tuple(task_spec(t).name for t in dict.fromkeys(tasks))
     cameras = check_cameras(cameras)

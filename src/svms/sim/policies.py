@@ -16,9 +16,12 @@ from typing import Any
 import numpy as np
 
 from svms.data.lerobot.embodiment import DEFAULT_ACTION_HORIZON as HORIZON  # the Panda-Omron horizon (§6.11)
+from svms.data.lerobot.meta import ACTION_COLUMN, load_meta
 from svms.errors import SvmsError
 from svms.policy import Gr00tPolicy, Policy
+from svms.sim.generate import SEED_COLUMN, TASK_COLUMN
 from svms.sim.layout import ACTION_DIM, ACTION_KEYS, split_keys
+from svms.sim.tasks import TASKS
 
 
 def _chunk(actions: np.ndarray) -> tuple[dict[str, np.ndarray], dict]:
@@ -70,10 +73,6 @@ class ReplayPolicy(_CheckPolicy):
     @classmethod
     def from_dataset(cls, root: str | Path, episode: int | None = None) -> ReplayPolicy:
         """Recordings of a dataset written by `svms sim generate` (all episodes, or one)."""
-        from svms.data.lerobot.meta import ACTION_COLUMN, load_meta
-        from svms.sim.generate import SEED_COLUMN, TASK_COLUMN
-        from svms.sim.tasks import TASKS
-
         meta = load_meta(root)
         indices = [e.index for e in meta.episodes]
         if episode is not None and episode not in indices:

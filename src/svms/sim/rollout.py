@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from svms import seeding
+from svms.data.lerobot.writer import write_video
 from svms.errors import SvmsError
 from svms.policy.protocol import Policy, batch_of_one, first_of_batch, language_key, modality_config
 from svms.sim.language import instruction
@@ -161,8 +162,6 @@ def evaluate(
 
 
 def _save_video(path: Path, frames: list[np.ndarray]) -> str:
-    from svms.data.lerobot.writer import write_video
-
     write_video(path, np.stack(frames), fps=CONTROL_FREQ)
     return str(path)
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from svms.errors import SvmsError
+from svms.optional import require
 from svms.sim.layout import state_vector
 
 CONTROL_FREQ = 20
@@ -27,12 +28,6 @@ CAMERAS: dict[str, str] = {
     "res256_image_side_1": "frontview",
     "res256_image_wrist_0": "robot0_eye_in_hand",
 }
-INSTALL_HINT = (
-    "install the simulator extra: `pip install svms-gr00t[sim]` (robosuite 1.5.2, mujoco<4), or "
-    "re-run `SVMS_EXTRAS=dev,sim scripts/bootstrap.sh`"
-)
-
-
 @dataclass(frozen=True)
 class TaskSpec:
     """One task: its robosuite environment name, step limit (20 Hz steps) and extra env arguments."""
@@ -80,11 +75,8 @@ def import_simulator() -> tuple[Any, Any]:
     # llvmpipe's threads only contend with our worker processes; one per process renders fastest.
     os.environ.setdefault("LP_NUM_THREADS", "1")
     _quiet_robosuite()
-    try:
-        import mujoco
-        import robosuite
-    except ImportError as e:
-        raise SvmsError(f"the simulator is not installed ({e}); {INSTALL_HINT}.") from None
+    mujoco = require("mujoco", "sim", "the simulator (mujoco<4)")
+    robosuite = require("robosuite", "sim", "the simulator (robosuite 1.5.2)")
     return robosuite, mujoco
 
 

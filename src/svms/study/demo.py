@@ -16,8 +16,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from svms.protocol import ABLATIONS
+from svms.sim.tasks import import_simulator
 from svms.study.loading import load_plan
 from svms.study.plan import Plan
+from svms.study.runner import run_study
+from svms.study.state import check_folder
 
 
 def demo_plan(quick: bool = False, ablations: bool = False) -> Plan:
@@ -30,10 +33,6 @@ def run_demo(out: Path | None = None, quick: bool = False, ablations: bool = Fal
              gpus: tuple[str, ...] = ()) -> Path:
     """Run (or resume) the demo into `out` (default runs/<plan name>: demo, demo-quick, demo-ablations, ...);
     returns the report path."""
-    from svms.sim.tasks import import_simulator
-    from svms.study.runner import run_study
-    from svms.study.state import check_folder
-
     plan = demo_plan(quick, ablations)
     out = Path("runs") / plan.name if out is None else Path(out)
     check_folder(Path(out).resolve(), plan)  # refuse a foreign --out before anything else

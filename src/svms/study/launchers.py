@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from svms.errors import SvmsError
+from svms.optional import require
+from svms.study.job import main, run_forked
 from svms.study.jobs import Job
 from svms.study.plan import Launcher
 from svms.study.state import log_path, read_json, state_path, update_state
@@ -142,8 +144,6 @@ class _Forked:
     _context = None
 
     def __init__(self, spec: str, log: Path, env: dict[str, str]) -> None:
-        from svms.study.job import run_forked
-
         if _Forked._context is None:
             _Forked._context = multiprocessing.get_context("forkserver")
             _Forked._context.set_forkserver_preload(PRELOAD)
@@ -168,10 +168,7 @@ def _raise_exit(signum, frame) -> None:  # noqa: ARG001
 
 class SlurmLauncher:
     def __init__(self, launcher: Launcher, cluster: str = "slurm") -> None:
-        try:
-            import submitit
-        except ImportError as err:
-            raise SvmsError("[launcher] kind = \"slurm\" needs submitit: pip install 'svms-gr00t[slurm]'") from err
+        submitit = require("submitit", "slurm", '[launcher] kind = "slurm"')
         self.submitit, self.launcher, self.cluster = submitit, launcher, cluster
 
     def _executor(self, out: Path, job: Job, after: list[str]):
@@ -186,8 +183,6 @@ class SlurmLauncher:
         return executor
 
     def run(self, out: Path, jobs: list[Job], done: set[str], progress: Progress) -> None:
-        from svms.study.job import main
-
         submitted: dict[str, Any] = {}
         for job in jobs:  # listed dependencies first, so every dependency already has an id
             if job.name in done:

@@ -19,8 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from svms.errors import SvmsError
+from svms.model.presets import PRESETS
 from svms.protocol import ARMS, SVMS_PHASES
+from svms.sim.tasks import TASKS
 from svms.study.toml_table import Table
+from svms.train.config import TrainConfig
 
 BUILTIN = Path(__file__).with_name("plans")
 LAUNCHERS = ("local", "slurm")
@@ -61,7 +64,6 @@ class Data:
                             "(robosuite tasks to generate), exactly one")
         if self.dataset is not None:
             return
-        from svms.sim.tasks import TASKS
 
         for task in self.sim_tasks:
             if task not in TASKS:
@@ -95,8 +97,6 @@ class Model:
             raise SvmsError("[model]: name either preset = \"tiny\" (with a [pretrain] table) or init = \"CKPT\" "
                             "(e.g. a local copy of nvidia/GR00T-N1.6-3B), exactly one")
         if self.preset is not None:
-            from svms.model.presets import PRESETS
-
             if self.preset not in PRESETS:
                 raise SvmsError(f"[model] preset: unknown preset {self.preset!r}; use one of {', '.join(PRESETS)}")
         for item in self.overrides:
@@ -240,8 +240,6 @@ class Plan:
 
 def check_flags(flags: dict[str, Any], where: str) -> None:
     """Plan flags are `svms train` options (TrainConfig fields) of the right type, not ones the study sets."""
-    from svms.train.config import TrainConfig
-
     hints = typing.get_type_hints(TrainConfig)
     for name, value in flags.items():
         if name in RESERVED_FLAGS:

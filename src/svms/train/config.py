@@ -176,6 +176,7 @@ class TrainConfig:
         self.model_overrides()  # validate the syntax early
 
     def _check_memory_options(self) -> None:
+        # imported here: they import torch and peft, and the CLI builds these flags (and --help) without them
         from svms.train.lora import DEFAULT_TARGETS, check_targets
         from svms.train.optimizers import EIGHT_BIT, check_optimizer
 

@@ -60,6 +60,8 @@ import torch
 from torch import nn
 
 from svms.errors import SvmsError
+from svms.model import Gr00tN1d6, Gr00tN1d6Config
+from svms.train.lora import check_targets, resolve_targets
 from svms.train.phases import FROZEN_DTYPES, apply_phase, frozen_is_bf16
 
 GIB = 1024**3
@@ -157,8 +159,6 @@ class FitOption:
 
 @functools.lru_cache(maxsize=2)
 def _meta_model(preset: str):
-    from svms.model import Gr00tN1d6, Gr00tN1d6Config
-
     config = dataclasses.replace(Gr00tN1d6Config.preset(preset), use_sheaf_streams=True)
     with torch.device("meta"):
         return Gr00tN1d6(config, backbone_dtype=torch.bfloat16)
@@ -203,8 +203,6 @@ def _stage_order(model: nn.Module) -> list[str]:
 def phase_stages(preset: str, phase: int, lora: tuple[int, tuple[str, ...]] | None = None) -> tuple[Stage, ...]:
     """The model's stages in forward order with their parameter counts and trainability in `phase` (with LoRA
     adapters of `lora = (rank, targets)` on what those targets adapt in that phase)."""
-    from svms.train.lora import resolve_targets
-
     model = _meta_model(preset)
     check_phase(phase)
     apply_phase(model, str(phase))
@@ -312,8 +310,6 @@ def check_phase(phase: int) -> None:
 
 
 def check_lora(lora: tuple[int, tuple[str, ...]]) -> None:
-    from svms.train.lora import check_targets
-
     if lora[0] < 1:
         raise SvmsError(f"--lora-rank must be >= 1, got {lora[0]}")
     check_targets(tuple(lora[1]))

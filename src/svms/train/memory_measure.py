@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 from svms.errors import SvmsError
+from svms.model import Gr00tN1d6, Gr00tN1d6Config
+from svms.train.lora import apply_lora
 from svms.train.memory import (
     DEFAULT_SEQ_LEN,
     GIB,
@@ -23,6 +25,7 @@ from svms.train.memory import (
     check_args,
     check_phase,
 )
+from svms.train.optimizers import OPTIMIZERS, build_optimizer
 from svms.train.phases import apply_phase, apply_phase_dtypes
 
 
@@ -53,8 +56,6 @@ def prepare_model(model: nn.Module, phase: int, frozen_dtype: str = "bf16",
     check_phase(phase)
     apply_phase(model, str(phase))
     if lora is not None:
-        from svms.train.lora import apply_lora
-
         apply_lora(model, lora[0], None, 0.0, tuple(lora[1]), str(phase))
     apply_phase_dtypes(model, frozen_dtype)
     if grad_checkpointing:
@@ -71,8 +72,6 @@ def training_steps(model: nn.Module, batch: dict, params: list[nn.Parameter], st
                    device_type: str, seconds: list[float] | None = None) -> list[float]:
     """`steps` optimizer steps as the trainer takes them (bf16 autocast, AdamW, clipping); the losses.
     The wall time of each step (synchronised on CUDA) is appended to `seconds` when given."""
-    from svms.train.optimizers import OPTIMIZERS, build_optimizer
-
     if optimizer not in OPTIMIZERS:
         raise SvmsError(f"--measure runs the optimizers of svms train ({', '.join(OPTIMIZERS)}), not {optimizer!r}")
     opt = build_optimizer(optimizer, params, 1e-5, torch.device(device_type), weight_decay=1e-5)
@@ -109,7 +108,6 @@ def measure(preset: str, phase: int, batch_size: int, grad_checkpointing: bool =
     if not torch.cuda.is_available():
         raise SvmsError("--measure needs a CUDA GPU (none is visible to torch); "
                         "drop --measure for the analytical estimate")
-    from svms.model import Gr00tN1d6, Gr00tN1d6Config
 
     text, images = sequence_layout(seq)
     config = dataclasses.replace(Gr00tN1d6Config.preset(preset), use_sheaf_streams=True)

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from svms.optional import require
 from svms.sheaf import SheafStreamsOutput
 
 METRICS_FILE = "metrics.jsonl"
@@ -89,12 +90,7 @@ class MetricsLogger:
                 warnings.warn("TensorBoard is not installed: no event files (install svms-gr00t[tracking] or "
                               "pass --no-tensorboard)", stacklevel=2)
         if enabled and wandb:
-            try:
-                import wandb as wandb_module
-            except ImportError as err:
-                from svms.errors import SvmsError
-
-                raise SvmsError("--wandb needs the wandb package: pip install 'svms-gr00t[tracking]'") from err
+            wandb_module = require("wandb", "tracking", "--wandb")
             self.wandb = wandb_module.init(project="svms-gr00t", dir=str(run), config=config, resume="allow")
 
     def log(self, step: int, record: dict[str, Any], samples: int, print_line: bool) -> None:

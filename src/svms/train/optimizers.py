@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from svms.errors import SvmsError
+from svms.optional import require
 
 OPTIMIZERS = ("adamw", "adamw-foreach", "adamw8bit", "paged-adamw8bit")
 EIGHT_BIT = ("adamw8bit", "paged-adamw8bit")
@@ -28,11 +29,9 @@ def _bitsandbytes(name: str, device: torch.device):
         raise SvmsError(f"--optimizer paged-adamw8bit pages its state between GPU and CPU memory, so it needs a "
                         f"CUDA GPU (this run is on {device.type}); use --optimizer adamw8bit or adamw here")
     try:
-        import bitsandbytes as bnb
-    except ImportError as err:
-        raise SvmsError(f"--optimizer {name} needs bitsandbytes, the `quant` extra: pip install "
-                        "'svms-gr00t[quant]' (or `SVMS_EXTRAS=dev,sim,quant scripts/bootstrap.sh`); or use "
-                        "--optimizer adamw") from err
+        bnb = require("bitsandbytes", "quant", f"--optimizer {name}", "or use --optimizer adamw")
+    except SvmsError:
+        raise
     except Exception as err:  # a build that does not load on this machine (no matching CUDA library, ...)
         raise SvmsError(f"--optimizer {name}: bitsandbytes is installed but does not load here ({err}); "
                         "reinstall the `quant` extra for this machine or use --optimizer adamw") from err

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-SHEAF_MODES = ("adaptive", "linear", "fixed", "off")
+from svms.protocol import SHEAF_MODES
 
 
 def cosine_lr(step: int, base_lr: float, max_steps: int, warmup_steps: int) -> float:

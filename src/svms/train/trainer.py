@@ -18,8 +18,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from svms import seeding
+from svms.data.lerobot.meta import load_meta, split_episodes
+from svms.data.lerobot.reader import Gr00tLeRobotDataset
 from svms.data.modality import normalize_tag
-from svms.data.processor_files import save_processor
+from svms.data.processor import MODEL_CONFIG_FIELDS
+from svms.data.processor_files import run_processor, save_processor, with_tag
 from svms.errors import SvmsError
 from svms.model import Gr00tN1d6, Gr00tN1d6Config
 from svms.model.checkpoint import UnreadableCheckpointError, read_config, read_state_dict
@@ -124,9 +127,6 @@ def processing_source(cfg: TrainConfig, model: Gr00tN1d6, source: Path | None):
     """The processor the run starts from (`svms.data.processor_files.run_processor`): the checkpoint's files
     when resuming or fine-tuning (explicit colour-jitter / rotation overrides apply over them), else the
     model config and the built-in embodiment table."""
-    from svms.data.processor import MODEL_CONFIG_FIELDS
-    from svms.data.processor_files import run_processor
-
     overrides = cfg.model_overrides()
     processing = {name: overrides[field] for name, field in MODEL_CONFIG_FIELDS.items() if field in overrides}
     return run_processor(cfg.embodiment_tag, model.config.to_dict(), source, processing)
@@ -137,10 +137,6 @@ def build_dataset(cfg: TrainConfig, model: Gr00tN1d6, source: Path | None = None
     config), columns picked by key name in that config's order; train image transform unless `--no-augment`,
     seeded by (seed, sample position); checked on one sample before training. Returns the dataset, its
     collator and the processor to save: `source`'s files with the trained tag's config and statistics."""
-    from svms.data.lerobot.meta import load_meta, split_episodes
-    from svms.data.lerobot.reader import Gr00tLeRobotDataset
-    from svms.data.processor_files import with_tag
-
     base = processing_source(cfg, model, source)
     episodes = split_episodes(load_meta(cfg.dataset), cfg.split, required=False)
     dataset = Gr00tLeRobotDataset(cfg.dataset, cfg.embodiment_tag, settings=base.settings, ids=base.declared_ids,

@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from svms.data.lerobot.images import decode_image
 from svms.data.lerobot.meta import CAMERA_DTYPES, DatasetMeta, load_meta
 from svms.data.lerobot.parquet import read_table_rows
+from svms.data.lerobot.stats_files import write_stats
 from svms.data.lerobot.video import VideoDecoder
 from svms.data.lerobot.writer import (
     DATA_PATH,
@@ -336,7 +337,6 @@ def convert_dataset(source: str | Path, out: str | Path, to: str, data_file_mb: 
                 shutil.copyfile(source / "meta" / name, out / "meta" / name)
         if (out / "meta" / "modality.json").is_file():
             if load_meta(out).stats_incomplete:  # e.g. LeRobot's converter writes no quantiles
-                from svms.data.lerobot.stats_files import write_stats
 
                 write_stats(out, embodiment_tag)
     except BaseException:

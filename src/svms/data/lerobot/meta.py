@@ -20,6 +20,7 @@ from typing import Any
 
 from svms.data.lerobot.episodes import EpisodeInfo, EpisodeLocation, SubTask  # noqa: F401 (re-exported)
 from svms.data.lerobot.meta_v3 import read_v3_index
+from svms.data.lerobot.parquet import parquet_rows, read_columns
 from svms.errors import SvmsError
 
 SUPPORTED_VERSIONS = ("v2.0", "v2.1", "v3.0")
@@ -121,14 +122,10 @@ class DatasetMeta:
 
     def read_episode(self, episode_index: int, columns: list[str] | tuple[str, ...]) -> dict[str, Any]:
         """The episode's rows of `columns` as numpy arrays (see `parquet.read_columns`)."""
-        from svms.data.lerobot.parquet import read_columns
-
         return read_columns(self.data_path(episode_index), columns, episode_index, self.data_rows(episode_index))
 
     def episode_rows(self, episode_index: int) -> int:
         """How many rows of the episode its data file holds (v3: of its declared index range)."""
-        from svms.data.lerobot.parquet import parquet_rows
-
         rows = parquet_rows(self.data_path(episode_index))
         span = self.data_rows(episode_index)
         return rows if span is None else max(0, min(rows, span[1]) - span[0])
