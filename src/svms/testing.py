@@ -51,7 +51,6 @@ def make_tiny_checkpoint(folder: str | Path, *, svms: bool = False, tag: str = "
     modality config unless `modality` is given) to `folder`."""
     import torch
 
-
     config = Gr00tN1d6Config.preset("tiny")
     if svms:
         config = dataclasses.replace(config, use_sheaf_streams=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from svms.data.aux_labels import prompt_aux_labels
 from svms.data.lerobot.meta import load_meta, split_episodes
@@ -212,9 +213,6 @@ def svms_diagnostics(policy, observation: dict[str, Any]) -> dict[str, Any] | No
     """Router weights per token for one observation (SVMS checkpoints only): token strings, weights
     (L, S), image-token mask, the per-sample sheaf residual and, when the model has auxiliary heads, their
     accuracy per stream against the prompt's keyword labels (`svms.data.aux_labels`)."""
-    import torch
-
-
     model = policy.model
     if model.svms is None:
         return None
@@ -286,17 +284,10 @@ def run_open_loop(checkpoint: Path | None, dataset_dir: Path, out: Path, *, serv
         raise SvmsError("pass either --checkpoint DIR or --server HOST:PORT (exactly one)")
     meta = load_meta(dataset_dir)
     chosen = list(episodes) if episodes is not None else split_episodes(meta, chosen_split(meta, split))
-    if server is not None:
-        policy = PolicyClient(*parse_address(server), wire=wire, sim_wrapper=sim_wrapper, api_token=api_token)
-        tag, statistics, settings = embodiment_tag or "new_embodiment", None, None
-        check_dataset_fits(policy.get_modality_config(), tag, None, meta, f"the policy server at {server}")
-    else:
-        folder, processor, tag = checkpoint_processor(checkpoint, embodiment_tag)
-        statistics, settings = processor.statistics[tag], processor.settings
-        check_dataset_fits(processor.config(tag), tag, statistics, meta, f"checkpoint {folder}")
-        policy = Gr00tPolicy.from_checkpoint(folder, tag, device=device, seed=seed, compile=compile)
+    policy, tag, statistics, settings = open_policy(checkpoint, server, meta, wire=wire, sim_wrapper=sim_wrapper,
+                                                    api_token=api_token, embodiment_tag=embodiment_tag,
+                                                    device=device, seed=seed, compile=compile)
     config = policy.get_modality_config()
-    used_split = "episodes" if episodes is not None else split
     horizon = config.action_horizon
     a = horizon if action_horizon is None else action_horizon
     if not 1 <= a <= horizon:
@@ -305,41 +296,62 @@ def run_open_loop(checkpoint: Path | None, dataset_dir: Path, out: Path, *, serv
                                   episodes=chosen, allow_padding=True)
     where = "--episodes" if episodes is not None else "the dataset" if split == ALL else f"split {split!r}"
     chosen, skipped = long_enough(dataset, chosen, horizon, where)
-    results, residuals, aux, heatmap = [], [], [], None
+    results, diagnostics = [], []
     for n, index in enumerate(chosen):
         pos = dataset.position_of(index)
         results.append(evaluate_episode(policy, dataset, pos, steps, a))
         if progress is not None:
             progress(n + 1, len(chosen), results[-1])
-        if server is not None:
-            continue  # SVMS diagnostics need the model in this process
-        raw = dataset.sample_at(pos, 0)
-        cfg = config
-        diag = svms_diagnostics(policy, sample_observation(policy, cfg, raw))
-        if diag is not None:
-            residuals.append(diag["residual"])
-            aux.append(diag["aux"])
-            heatmap = heatmap or diag
+        if server is None:  # SVMS diagnostics need the model in this process
+            diag = svms_diagnostics(policy, sample_observation(policy, config, dataset.sample_at(pos, 0)))
+            if diag is not None:
+                diagnostics.append(diag)
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)
     for r in results[:plots]:
         plot_trajectory(r, figures / f"trajectory_episode_{r.episode_index}.png")
-    svms_summary = None
-    if heatmap is not None:
-        plot_router_heatmap(heatmap, figures / "router_heatmap.png")
-        plot_residuals(residuals, [r.episode_index for r in results], figures / "sheaf_residuals.png")
-        w, image = heatmap["weights"], np.asarray(heatmap["image"])
-        svms_summary = {
-            "router_mean": {kind: {s: float(w[m, i].mean()) for i, s in enumerate(heatmap["streams"])}
-                            for kind, m in (("image", image), ("text", ~image)) if m.any()},
-            "sheaf_residual": {"mean": float(np.mean(residuals)), "min": float(np.min(residuals)),
-                               "max": float(np.max(residuals)), "values": residuals},
-            "aux": aux_summary(aux) if any(aux) else None,
-        }
-    source = str(checkpoint) if server is None else f"server:{server}"
-    payload = {"checkpoint": source, "dataset": str(dataset_dir), "split": used_split,
+    payload = {"checkpoint": str(checkpoint) if server is None else f"server:{server}", "dataset": str(dataset_dir),
+               "split": "episodes" if episodes is not None else split,
                "requested_episodes": None if episodes is None else [int(e) for e in episodes],
                "action_horizon": a, "steps": steps, "seed": seed, **summarise(results),
-               "episodes": [r.errors() for r in results], "skipped": skipped, "svms": svms_summary}
+               "episodes": [r.errors() for r in results], "skipped": skipped,
+               "svms": svms_figures(diagnostics, [r.episode_index for r in results], figures)}
     write_metrics(out, payload)
     return payload
+
+
+def open_policy(checkpoint: Path | None, server: str | None, meta, *, wire: str, sim_wrapper: bool,
+                api_token: str | None, embodiment_tag: str | None, device: str, seed: int, compile: bool):
+    """(policy, tag, statistics, settings): a policy server through a `PolicyClient`, or a checkpoint's
+    `Gr00tPolicy` with its processor's statistics and settings; either checked against the dataset first."""
+    if server is not None:
+        policy = PolicyClient(*parse_address(server), wire=wire, sim_wrapper=sim_wrapper, api_token=api_token)
+        tag = embodiment_tag or "new_embodiment"
+        check_dataset_fits(policy.get_modality_config(), tag, None, meta, f"the policy server at {server}")
+        return policy, tag, None, None
+    folder, processor, tag = checkpoint_processor(checkpoint, embodiment_tag)
+    statistics = processor.statistics[tag]
+    check_dataset_fits(processor.config(tag), tag, statistics, meta, f"checkpoint {folder}")
+    policy = Gr00tPolicy.from_checkpoint(folder, tag, device=device, seed=seed, compile=compile)
+    return policy, tag, statistics, processor.settings
+
+
+def svms_figures(diagnostics: list[dict[str, Any]], episode_indices: list[int], figures: Path
+                 ) -> dict[str, Any] | None:
+    """The router heatmap (first episode) and sheaf residuals (every episode) as PNGs, and their summary for
+    metrics.json; None without SVMS."""
+    if not diagnostics:
+        return None
+    heatmap = diagnostics[0]
+    residuals = [d["residual"] for d in diagnostics]
+    aux = [d["aux"] for d in diagnostics]
+    plot_router_heatmap(heatmap, figures / "router_heatmap.png")
+    plot_residuals(residuals, episode_indices, figures / "sheaf_residuals.png")
+    w, image = heatmap["weights"], np.asarray(heatmap["image"])
+    return {
+        "router_mean": {kind: {s: float(w[m, i].mean()) for i, s in enumerate(heatmap["streams"])}
+                        for kind, m in (("image", image), ("text", ~image)) if m.any()},
+        "sheaf_residual": {"mean": float(np.mean(residuals)), "min": float(np.min(residuals)),
+                           "max": float(np.max(residuals)), "values": residuals},
+        "aux": aux_summary(aux) if any(aux) else None,
+    }

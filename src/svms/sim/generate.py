@@ -73,7 +73,6 @@ def embodiment_config(cameras: Sequence[str]):
     """The `robocasa_panda_omron` modality config reading the cameras that were rendered."""
     import dataclasses
 
-
     config = MODALITY_CONFIGS[EMBODIMENT_TAG]
     return dataclasses.replace(config, video=dataclasses.replace(config.video, modality_keys=tuple(cameras)))
 
@@ -143,7 +142,6 @@ def generate(
     `heldout` episodes of every task form the "heldout" split of info.json, the rest "train". With
     `overwrite`, a dataset this function wrote at `out` is replaced; any other non-empty folder is refused."""
     from rich.progress import Progress
-
 
     tasks = tuple(task_spec(t).name for t in dict.fromkeys(tasks))
     cameras = check_cameras(cameras)
