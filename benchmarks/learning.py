@@ -2,7 +2,7 @@
 
 Both train on the default demo's data (`svms study demo`'s [data], generated into the cache if missing) with the
 plan's pretraining stage: the same sample positions of the seeded data stream, the same flow-matching noise and
-time of every sample (`svms.train.data.sample_noise`), batch, learning-rate schedule and optimizer. The MLP sees
+time of every sample (`svms.train.sampling.sample_noise`), batch, learning-rate schedule and optimizer. The MLP sees
 only the state and the noisy chunk (3 layers); the tiny GR00T also sees the cameras and the instruction, so it
 should do at least as well. Prints the loss per tenth of the run for both, the mean over the last 10 % of steps
 and their ratio.
@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from svms.model.action_head.embodiment import bucket_sinusoid
+from svms.model.action_head.projectors import bucket_sinusoid
 from svms.study.jobs import expand
 from svms.study.plan import load_plan
-from svms.train.data import StepBatchSampler, micro_positions, sample_noise
+from svms.train.sampling import StepBatchSampler, micro_positions, sample_noise
 from svms.train.schedules import cosine_lr
 
 TIME_DIM = 64

@@ -164,8 +164,8 @@ def count_get_action(use_svms: bool) -> OpCounter:
 
 
 def count_train_step(use_svms: bool) -> OpCounter:
-    from svms.train.data import sample_noise
     from svms.train.phases import apply_phase
+    from svms.train.sampling import sample_noise
 
     model = build(use_svms)
     apply_phase(model, "3")
@@ -175,7 +175,7 @@ def count_train_step(use_svms: bool) -> OpCounter:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5, fused=True)
     c = model.config
-    # the trainer draws noise and time per sample position on the host (svms.train.data.sample_noise)
+    # the trainer draws noise and time per sample position on the host (svms.train.sampling.sample_noise)
     noise, t = sample_noise([0], 0, c.action_horizon, c.max_action_dim, model.action_head)
 
     def step() -> None:

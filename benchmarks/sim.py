@@ -16,8 +16,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from svms.sim.check_policies import ZeroPolicy
 from svms.sim.generate import generate
-from svms.sim.policies import ZeroPolicy
 from svms.sim.rollout import evaluate
 
 

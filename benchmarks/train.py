@@ -21,7 +21,7 @@ import torch
 from svms.device import resolve_device
 from svms.model import Gr00tN1d6, Gr00tN1d6Config
 from svms.train import TrainConfig
-from svms.train.data import SyntheticDataset
+from svms.train.sampling import SyntheticDataset
 from svms.train.trainer import train
 
 

@@ -268,7 +268,7 @@ def test_gradients_reach_every_trainable_parameter():
 def test_per_embodiment_gradients_are_bitwise_reproducible_on_several_threads():
     """Samples sharing an embodiment add their gradients into one W slot in a fixed order (advanced indexing's
     backward adds them from several threads and varies in the last bit, which made CPU runs irreproducible)."""
-    from svms.model.action_head.embodiment import CategorySpecificLinear
+    from svms.model.action_head.projectors import CategorySpecificLinear
 
     threads = torch.get_num_threads()
     torch.set_num_threads(max(2, threads))
@@ -298,7 +298,7 @@ def test_per_embodiment_gradients_are_bitwise_reproducible_on_several_threads():
 def test_projector_init_release_is_fixed_std_and_fan_in_keeps_the_signal_scale():
     """The release draws every per-embodiment weight from N(0, 0.02²); `projector_init="fan_in"` (the tiny
     preset's) from N(0, 1/fan_in), so a unit-variance input leaves the layer with about unit variance."""
-    from svms.model.action_head.embodiment import CategorySpecificLinear
+    from svms.model.action_head.projectors import CategorySpecificLinear
 
     torch.manual_seed(0)
     release, fan_in = CategorySpecificLinear(4, 512, 256), CategorySpecificLinear(4, 512, 256, "fan_in")

@@ -11,7 +11,7 @@ import tyro
 
 from svms.commands.eval_compare import EvalCompare
 from svms.errors import SvmsError
-from svms.eval import stats
+from svms.eval import significance as stats
 from svms.eval.compare import compare
 from svms.eval.report import write_report
 

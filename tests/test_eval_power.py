@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from svms.eval import stats
+from svms.eval import significance as stats
 from svms.eval.compare import compare, pairs, role
 from svms.eval.report import verdict, write_report
 

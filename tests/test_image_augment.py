@@ -21,7 +21,7 @@ from svms.data.images import (
 from svms.data.lerobot import Gr00tLeRobotDataset, write_synthetic_dataset
 from svms.data.processor_files import load_processor, save_processor
 from svms.errors import SvmsError
-from svms.train.data import StepBatchSampler, micro_positions
+from svms.train.sampling import StepBatchSampler, micro_positions
 
 
 def textured(h: int, w: int, seed: int = 0) -> np.ndarray:

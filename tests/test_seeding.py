@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from svms import seeding
-from svms.train.data import epoch_permutation, sample_noise
+from svms.train.sampling import epoch_permutation, sample_noise
 
 
 class _Head:

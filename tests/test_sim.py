@@ -12,8 +12,8 @@ import pytest
 from svms.errors import SvmsError
 from svms.policy import Policy, first_of_batch
 from svms.sim import layout
-from svms.sim.language import INSTRUCTIONS, instruction, instructions
-from svms.sim.policies import RandomPolicy, ZeroPolicy, load_policy
+from svms.sim.check_policies import RandomPolicy, ZeroPolicy, load_policy
+from svms.sim.instructions import INSTRUCTIONS, instruction, instructions
 from svms.sim.rollout import _check_chunk, wilson_interval
 from svms.sim.tasks import CAMERAS, TASKS, check_cameras, task_spec
 
@@ -208,7 +208,7 @@ def test_generated_dataset_validates(dataset):
 @needs_sim
 @pytest.mark.slow
 def test_replay_succeeds_and_zero_policy_fails(dataset):
-    from svms.sim.policies import ReplayPolicy
+    from svms.sim.check_policies import ReplayPolicy
     from svms.sim.rollout import evaluate
 
     root, _ = dataset

@@ -17,8 +17,8 @@ from svms.errors import SvmsError
 from svms.model import Gr00tN1d6, Gr00tN1d6Config
 from svms.train import TrainConfig
 from svms.train.checkpoints import list_checkpoints
-from svms.train.data import StepBatchSampler, SyntheticDataset, micro_positions
 from svms.train.phases import apply_phase, trainable_summary
+from svms.train.sampling import StepBatchSampler, SyntheticDataset, micro_positions
 from svms.train.schedules import SheafSchedule, cosine_lr, router_temperature
 from svms.train.trainer import train
 
@@ -254,7 +254,7 @@ KILL_SCRIPT = textwrap.dedent("""
     import torch
     from svms.model import Gr00tN1d6, Gr00tN1d6Config
     from svms.train import TrainConfig
-    from svms.train.data import SyntheticDataset
+    from svms.train.sampling import SyntheticDataset
     from svms.train import trainer, metrics
 
     out, kill_at, svms = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
@@ -348,7 +348,7 @@ DDP_SCRIPT = textwrap.dedent("""
     import torch
     from svms.model import Gr00tN1d6, Gr00tN1d6Config
     from svms.train import TrainConfig
-    from svms.train.data import SyntheticDataset
+    from svms.train.sampling import SyntheticDataset
     from svms.train.trainer import train
     out = Path(sys.argv[1])
     torch.manual_seed(0)

@@ -18,10 +18,10 @@ from svms.cli import main
 from svms.errors import SvmsError
 from svms.model import Gr00tN1d6, Gr00tN1d6Config
 from svms.train import TrainConfig
-from svms.train.data import SyntheticDataset
 from svms.train.lora import ADAPTER_DIR, adapted_modules, apply_lora, merged_state_dict, resolve_targets
 from svms.train.optimizers import build_optimizer
 from svms.train.phases import apply_phase
+from svms.train.sampling import SyntheticDataset
 from svms.train.trainer import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +131,7 @@ KILL_SCRIPT = textwrap.dedent("""
     import json, os, signal, sys
     from pathlib import Path
     from svms.train import TrainConfig, metrics, trainer
-    from svms.train.data import SyntheticDataset
+    from svms.train.sampling import SyntheticDataset
     sys.path.insert(0, sys.argv[4])
     from test_train_memory_options import tiny
 
@@ -247,7 +247,7 @@ FSDP_SCRIPT = textwrap.dedent("""
     import sys
     from pathlib import Path
     from svms.train import TrainConfig
-    from svms.train.data import SyntheticDataset
+    from svms.train.sampling import SyntheticDataset
     from svms.train.trainer import train
     sys.path.insert(0, sys.argv[3])
     from test_train_memory_options import tiny

@@ -22,8 +22,8 @@ from svms.model.checkpoint import UnreadableCheckpointError
 from svms.train import TrainConfig
 from svms.train import checkpoints as ckpts
 from svms.train.checkpoints import list_checkpoints, write_checkpoint
-from svms.train.data import SyntheticDataset
 from svms.train.run_folder import MARKER, clean_stale_tmp, dataset_fingerprint, guard_out
+from svms.train.sampling import SyntheticDataset
 from svms.train.trainer import build_model, train
 
 

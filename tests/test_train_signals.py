@@ -23,7 +23,7 @@ SCRIPT = textwrap.dedent("""
     from svms.cli import main
     from svms.model import Gr00tN1d6, Gr00tN1d6Config
     from svms.train import trainer
-    from svms.train.data import SyntheticDataset
+    from svms.train.sampling import SyntheticDataset
 
     if __name__ == "__main__":  # spawned data workers import this file too
         torch.manual_seed(0)

@@ -55,7 +55,7 @@ def comparison_table(result: CompareResult) -> Table:
     """One row per comparison: metric, scope, arm, its reference arm, change with its CI, p and the label."""
     from rich.table import Table
 
-    from svms.eval.stats import METRICS
+    from svms.eval.significance import METRICS
 
     table = Table(title="Each arm against the baseline (ablations also against full SVMS)")
     for name in ("metric", "scope", "arm", "vs", "Δ (95 % CI)", "Δ %", "p", "label"):

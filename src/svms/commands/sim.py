@@ -98,7 +98,7 @@ class SimRollout:
 
         from svms.errors import SvmsError
         from svms.policy.protocol import cameras as policy_cameras
-        from svms.sim.policies import load_policy
+        from svms.sim.check_policies import load_policy
         from svms.sim.rollout import evaluate, results_table
 
         if (self.checkpoint is None) == (self.server is None):

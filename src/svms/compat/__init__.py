@@ -5,6 +5,6 @@ a model fixture (`config.json` + `weights.safetensors` + `io.safetensors`) or a 
 fixture (`prompt.json` + `images.json` + `state_action.json`).
 """
 
-from svms.compat.compare import CompatRow, compare_tensor
+from svms.compat.tolerance import CompatRow, compare_tensor
 
 __all__ = ["CompatRow", "compare_tensor"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from svms.compat.compare import CompatRow, compare_tensor
+from svms.compat.tolerance import CompatRow, compare_tensor
 from svms.errors import SvmsError
 from svms.model.action_head import Gr00tActionHead
 from svms.model.config import Gr00tN1d6Config

@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from svms.compat.compare import CompatRow
+from svms.compat.tolerance import CompatRow
 from svms.errors import SvmsError
 
 MODEL_FILES = ("config.json", "weights.safetensors", "io.safetensors")

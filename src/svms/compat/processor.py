@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file
 
-from svms.compat.compare import CompatRow, compare_tensor
+from svms.compat.tolerance import CompatRow, compare_tensor
 from svms.data import (
     IMAGE_TOKEN_ID,
     EmbodimentConfig,

@@ -33,9 +33,9 @@ from typing import Any
 import numpy as np
 
 from svms.errors import SvmsError
-from svms.eval import stats
+from svms.eval import significance as stats
 from svms.eval.power import PowerCheck, check_power
-from svms.eval.stats import OVERALL
+from svms.eval.significance import OVERALL
 from svms.protocol import ABLATIONS, ARMS, BASELINE, PHASE_ORDER, SVMS
 from svms.protocol import arm_role as role
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from svms.eval.compare import CompareResult, Run
-from svms.eval.stats import EQUIVALENCE_PCT, METRICS, OVERALL
+from svms.eval.significance import EQUIVALENCE_PCT, METRICS, OVERALL
 from svms.protocol import ARMS
 
 FIGURES = ("open_loop_error.png", "closed_loop_success.png", "training_curves.png")

@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from svms.eval.stats import METRICS, NO_CHANGE, OVERALL, REGRESSED, UNDERPOWERED
+from svms.eval.significance import METRICS, NO_CHANGE, OVERALL, REGRESSED, UNDERPOWERED
 from svms.protocol import BASELINE
 from svms.protocol import arm_role as role
 

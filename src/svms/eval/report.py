@@ -12,11 +12,11 @@ import json
 import math
 from pathlib import Path
 
-from svms.eval import stats
+from svms.eval import significance as stats
 from svms.eval.compare import ArmStat, CompareResult, Comparison
 from svms.eval.plots import write_figures
 from svms.eval.power import PowerCheck
-from svms.eval.stats import METRICS, OVERALL
+from svms.eval.significance import METRICS, OVERALL
 from svms.protocol import BASELINE, SVMS
 from svms.protocol import arm_role as role
 

@@ -24,7 +24,7 @@ from svms.data.lerobot.writer import EpisodeData, LeRobotWriter
 from svms.data.modality import MODALITY_CONFIGS
 from svms.errors import SvmsError
 from svms.sim.experts import ScriptedExpert
-from svms.sim.language import instruction
+from svms.sim.instructions import instruction
 from svms.sim.layout import ACTION_KEYS, STATE_KEYS, action_from_env
 from svms.sim.tasks import CAMERAS, CONTROL_FREQ, TASKS, SimEnv, check_cameras, task_spec
 

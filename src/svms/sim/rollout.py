@@ -23,7 +23,7 @@ from svms import seeding
 from svms.data.lerobot.writer import write_video
 from svms.errors import SvmsError
 from svms.policy.protocol import Policy, batch_of_one, first_of_batch, language_key, modality_config
-from svms.sim.language import instruction
+from svms.sim.instructions import instruction
 from svms.sim.layout import ACTION_KEYS, STATE_KEYS, action_to_env, join_keys, split_keys
 from svms.sim.tasks import CAMERAS, CONTROL_FREQ, TASKS, SimEnv, check_cameras, task_spec
 

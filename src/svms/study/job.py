@@ -133,7 +133,7 @@ def open_loop(run: str, dataset: str, out: str, split: str, steps: int, plots: i
 def closed_loop(run: str, tasks: list[str], episodes: int, seed: int, resolution: int, cameras: list[str],
                 videos_per_task: int, n_action_steps: int, out: str) -> str:
     from svms.policy.protocol import cameras as policy_cameras
-    from svms.sim.policies import load_policy
+    from svms.sim.check_policies import load_policy
     from svms.sim.rollout import evaluate
 
     policy = load_policy(run, seed=0)

@@ -37,7 +37,6 @@ from svms.train.checkpoints import (
     write_checkpoint,
 )
 from svms.train.config import TrainConfig
-from svms.train.data import StepBatchSampler, micro_positions, sample_noise
 from svms.train.distributed import (
     Runtime,
     average_gradients,
@@ -72,6 +71,7 @@ from svms.train.run_folder import (
     read_run_config,
     write_run_config,
 )
+from svms.train.sampling import StepBatchSampler, micro_positions, sample_noise
 from svms.train.schedules import SheafSchedule, aux_weight, cosine_lr, router_temperature
 from svms.train.stop import StopSignals, TrainingStopped, WorkersStopped
 

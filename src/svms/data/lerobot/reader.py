@@ -10,7 +10,7 @@ frame on), image features from the PNG bytes of their rows (`images`). What the 
 (a declared length that differs from the parquet rows, missing stats) is tolerated here too, with a warning.
 
 Training asks for `dataset[(index, position)]`, position being the sample's place in the run
-(`svms.train.data`): its random choices (the train image transform when `train_augment`, the
+(`svms.train.sampling`): its random choices (the train image transform when `train_augment`, the
 instruction when an episode has several) come from generators seeded by (seed, position), so a
 resumed or multi-process run sees the same pixels and text. `dataset[index]` is the evaluation
 view: eval image transform, instruction from the dataset's own stream.

@@ -1,12 +1,12 @@
 """GR00T N1.6 action head: per-embodiment projectors, (Alternate-VL) DiT, flow matching."""
 
 from svms.model.action_head.dit import AlternateVLDiT, DiT
-from svms.model.action_head.embodiment import (
+from svms.model.action_head.head import ActionHeadOutput, Gr00tActionHead, inference_buckets
+from svms.model.action_head.projectors import (
     CategorySpecificLinear,
     CategorySpecificMLP,
     MultiEmbodimentActionEncoder,
 )
-from svms.model.action_head.head import ActionHeadOutput, Gr00tActionHead, inference_buckets
 
 __all__ = [
     "ActionHeadOutput",

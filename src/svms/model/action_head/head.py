@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from svms.model.action_head.dit import AlternateVLDiT, DenoisingCache, DiT
-from svms.model.action_head.embodiment import CategorySpecificMLP, MultiEmbodimentActionEncoder, bucket_sinusoid
+from svms.model.action_head.projectors import CategorySpecificMLP, MultiEmbodimentActionEncoder, bucket_sinusoid
 from svms.model.config import Gr00tN1d6Config
 
 
