@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import zmq
 
+from svms.policy.wire import modality_marker
 from svms.serve import (
     PolicyClient,
     PolicyServerError,
@@ -28,7 +29,6 @@ from svms.serve import (
     encode,
     parse_address,
 )
-from svms.serve.wire import modality_marker
 from svms.testing import make_tiny_checkpoint
 
 TASK = "annotation.human.action.task_description"

@@ -104,7 +104,7 @@ class SimRollout:
         if (self.checkpoint is None) == (self.server is None):
             raise SvmsError("pass either --checkpoint or --server HOST:PORT (exactly one)")
         if self.server is not None:
-            from svms.serve import PolicyClient, parse_address
+            from svms.policy.remote import PolicyClient, parse_address
 
             policy = PolicyClient(*parse_address(self.server), wire=self.wire, sim_wrapper=self.sim_wrapper,
                                   api_token=self.api_token)

@@ -35,7 +35,7 @@ from svms.errors import SvmsError
 from svms.eval.plots_open_loop import plot_residuals, plot_router_heatmap, plot_trajectory
 from svms.policy import Gr00tPolicy, checkpoint_processor
 from svms.policy.protocol import batch_of_one
-from svms.serve import PolicyClient, parse_address
+from svms.policy.remote import PolicyClient, parse_address
 from svms.sim.generate import TASK_COLUMN
 from svms.sim.tasks import TASKS
 

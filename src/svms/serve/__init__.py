@@ -1,13 +1,14 @@
-"""Serving a checkpoint over GR00T's ZeroMQ + msgpack policy protocol (spec §9.1), and the matching client.
+"""Serving a policy over GR00T's ZeroMQ + msgpack policy protocol (spec §9.1).
 
-`wire` (the two array encodings), `observation` (the sim-wrapper flat form), `server` (the REP loop),
-`client` (`PolicyClient`), `tiny` (a servable tiny checkpoint for tests and benchmarks). pyzmq is imported
-only when a server or client starts.
+`server` (the request loop), `connection` (the socket), `observation` (the limits of one request). The wire
+(`svms.policy.wire`, `svms.policy.flat`) and the client (`svms.policy.remote.PolicyClient`) belong to the
+policy package, since evaluation and rollouts use them without a server; they are re-exported here. pyzmq is
+imported only when a server or client starts.
 """
 
-from svms.serve.client import PolicyClient, PolicyServerError, PolicyServerTimeout, parse_address
+from svms.policy.remote import PolicyClient, PolicyServerError, PolicyServerTimeout, parse_address
+from svms.policy.wire import MSGPACK_NUMPY, NPY, Wire, WireError, decode, encode
 from svms.serve.server import PolicyServer
-from svms.serve.wire import MSGPACK_NUMPY, NPY, Wire, WireError, decode, encode
 
 __all__ = [
     "MSGPACK_NUMPY",

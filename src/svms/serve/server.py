@@ -39,9 +39,8 @@ import numpy as np
 import torch
 
 from svms.errors import SvmsError
-from svms.serve.connection import Request
-from svms.serve.observation import Limits, check_limits, from_flat, to_flat
-from svms.serve.wire import (
+from svms.policy.flat import from_flat, to_flat
+from svms.policy.wire import (
     MSGPACK_NUMPY,
     ND_MARKER,
     NPY,
@@ -53,6 +52,8 @@ from svms.serve.wire import (
     modality_marker,
     peek_fields,
 )
+from svms.serve.connection import Request
+from svms.serve.observation import Limits, check_limits
 
 log = logging.getLogger("svms.serve")
 

@@ -25,8 +25,8 @@ import numpy as np
 
 from svms.data.modality import EmbodimentConfig
 from svms.errors import SvmsError
-from svms.serve.observation import flat_observation, nested_action
-from svms.serve.wire import NPY, WIRE_NAMES, Wire, decode, encode, other_form
+from svms.policy.flat import flat_observation, nested_action
+from svms.policy.wire import NPY, WIRE_NAMES, Wire, decode, encode, other_form
 
 WIRE_OPTIONS = ("auto", NPY, "msgpack-numpy")
 #: A timed-out request larger than this may have met the server's message-size limit: the message says so.
