@@ -100,8 +100,8 @@ def run_episode(env: SimEnv, policy: Policy, seed: int, text: str, n_action_step
     while step < env.spec.max_steps and not success:
         if hasattr(policy, "set_step"):
             policy.set_step(step)
-        action, _ = policy.get_action(_observation(env, text, language))
-        chunk = _check_chunk(first_of_batch(action))
+        predicted, _ = policy.get_action(_observation(env, text, language))
+        chunk = _check_chunk(first_of_batch(predicted))
         for action in chunk[:n_action_steps]:
             if record:
                 frames.append(env.render()[env.cameras[0]])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from svms.errors import SvmsError
 from svms.study.jobs import expand
-from svms.study.plan import Plan, _read, plan_path
+from svms.study.plan import Plan, plan_from_table, plan_path
 from svms.study.toml_table import Table, read_toml
 from svms.train.config import TrainConfig
 
@@ -16,7 +16,7 @@ def load_plan(spec: str | Path, arms_extra: tuple[str, ...] = (), check_paths: b
     """Read and check a plan; `arms_extra` appends arms (`svms demo --ablations`). SvmsError names file and key."""
     path = plan_path(spec)
     try:
-        plan = _read(Table(read_toml(path)), path, arms_extra)
+        plan = plan_from_table(Table(read_toml(path)), path, arms_extra)
         if check_paths:
             plan.check_paths()
         check_train_values(plan)

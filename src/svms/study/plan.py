@@ -308,7 +308,8 @@ def _stage(table: Table, where: str, with_seed: bool = False) -> Stage:
     return stage
 
 
-def _read(top: Table, path: Path, arms_extra: tuple[str, ...]) -> Plan:
+def plan_from_table(top: Table, path: Path, arms_extra: tuple[str, ...]) -> Plan:
+    """A plan from its parsed TOML table (`svms.study.loading.load_plan` reads the file and checks the jobs)."""
     name = top.take("name", str, path.stem)
     description = top.take("description", str, "")
     arms = tuple(top.take("arms", list, items=str)) + tuple(arms_extra)
